@@ -1,0 +1,94 @@
+// The one table of Kybernate error codes. Every error that crosses a process or RPC boundary is a
+// KybernateError with one of these codes; toStatusCode() is the only place a code becomes a gRPC status.
+
+/** gRPC status codes (the numbering ttrpc and containerd use). */
+export const Status = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+export type StatusCode = (typeof Status)[keyof typeof Status];
+
+/** code → gRPC status. Add new codes here only; never reuse a retired one. */
+export const ERROR_CODES = {
+  KYB_ERR_INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
+  KYB_ERR_NOT_FOUND: Status.NOT_FOUND,
+  KYB_ERR_ALREADY_EXISTS: Status.ALREADY_EXISTS,
+  KYB_ERR_FAILED_PRECONDITION: Status.FAILED_PRECONDITION,
+  KYB_ERR_UNIMPLEMENTED: Status.UNIMPLEMENTED,
+  KYB_ERR_UNAVAILABLE: Status.UNAVAILABLE,
+  KYB_ERR_DEADLINE: Status.DEADLINE_EXCEEDED,
+  KYB_ERR_CANCELLED: Status.CANCELLED,
+  KYB_ERR_PERMISSION: Status.PERMISSION_DENIED,
+  KYB_ERR_RESOURCE_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
+  KYB_ERR_PROTOCOL: Status.INVALID_ARGUMENT,
+  KYB_ERR_RUNTIME: Status.UNKNOWN,
+  KYB_ERR_NATIVE: Status.INTERNAL,
+  KYB_ERR_INTERNAL: Status.INTERNAL,
+} as const satisfies Record<string, StatusCode>;
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+const brand = Symbol.for('kybernate.error');
+
+/** Our error class: a stable code, an optional cause, and (for RPC errors) the gRPC status. */
+export class KybernateError extends Error {
+  readonly code: ErrorCode;
+  readonly [brand] = true;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'KybernateError';
+    this.code = code;
+  }
+  /** True for any KybernateError, also one from another copy of this module. */
+  static is(err: unknown): err is KybernateError {
+    return typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[brand] === true;
+  }
+}
+
+export const errNotFound = (what: string) => new KybernateError('KYB_ERR_NOT_FOUND', `${what}: not found`);
+export const errInvalid = (what: string) => new KybernateError('KYB_ERR_INVALID_ARGUMENT', what);
+export const errPrecondition = (what: string) => new KybernateError('KYB_ERR_FAILED_PRECONDITION', what);
+export const errExists = (what: string) => new KybernateError('KYB_ERR_ALREADY_EXISTS', `${what}: already exists`);
+export const errUnimplemented = (what: string) => new KybernateError('KYB_ERR_UNIMPLEMENTED', what);
+
+/** An error that came back over ttrpc/gRPC with a status code (client side). */
+export class StatusError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = 'StatusError';
+    this.status = status;
+  }
+}
+
+/**
+ * Maps any thrown value to a gRPC status and message. The one place where errors become codes:
+ * KybernateError by its code; StatusError keeps its status; Node system errors by errno.
+ */
+export function toStatus(err: unknown): { code: number; message: string } {
+  if (KybernateError.is(err)) return { code: ERROR_CODES[err.code] ?? Status.UNKNOWN, message: err.message };
+  if (err instanceof StatusError) return { code: err.status, message: err.message };
+  const e = err as NodeJS.ErrnoException | undefined;
+  const message = e?.message ?? String(err);
+  switch (e?.code) {
+    case 'ENOENT': return { code: Status.NOT_FOUND, message };
+    case 'EEXIST': return { code: Status.ALREADY_EXISTS, message };
+    case 'EACCES': case 'EPERM': return { code: Status.PERMISSION_DENIED, message };
+    case 'ABORT_ERR': return { code: Status.CANCELLED, message };
+    default: return { code: Status.UNKNOWN, message };
+  }
+}
