@@ -1,0 +1,217 @@
+// Process stdio. containerd hands us FIFO paths (or file:// URIs); the container gets plain pipes (which
+// CRIU can checkpoint and restore), and the shim copies between the two with stream backpressure, so a
+// reader that went away (containerd restarting) blocks the container like runc's shim does and never
+// grows our memory. With a terminal, runc sends the pty master over a console socket instead.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tty from 'node:tty';
+import type { Readable, Writable } from 'node:stream';
+import { KybernateError } from '../errors';
+import * as native from '../native';
+
+export interface StdioConfig { stdin: string; stdout: string; stderr: string; terminal: boolean }
+
+const CONSOLE_TIMEOUT_MS = 30_000;
+
+type Target = { kind: 'null' } | { kind: 'fifo'; path: string } | { kind: 'file'; path: string };
+
+/** Parses a stdio location: '' (none), a FIFO path, fifo://path or file://path. */
+export function parseTarget(uri: string): Target {
+  if (uri === '') return { kind: 'null' };
+  if (uri.startsWith('/')) return { kind: 'fifo', path: uri };
+  let u: URL;
+  try {
+    u = new URL(uri);
+  } catch {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid stdio location ${JSON.stringify(uri)}`);
+  }
+  if (u.protocol === 'fifo:') return { kind: 'fifo', path: u.pathname };
+  if (u.protocol === 'file:') return { kind: 'file', path: u.pathname };
+  throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `unsupported stdio scheme ${u.protocol} in ${JSON.stringify(uri)} (supported: FIFO paths, fifo://, file://)`);
+}
+
+/** A writer for an output target. FIFOs are opened read-write so the open never blocks or fails with ENXIO. */
+function openOutput(t: Target): Writable | undefined {
+  switch (t.kind) {
+    case 'null': return undefined;
+    case 'file':
+      fs.mkdirSync(path.dirname(t.path), { recursive: true });
+      return fs.createWriteStream(t.path, { flags: 'a' });
+    case 'fifo': {
+      const fd = fs.openSync(t.path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+      return new net.Socket({ fd, readable: false, writable: true });
+    }
+  }
+}
+
+/** Opens the stdin FIFO for reading; the open completes once a writer (the client) opens it. */
+async function openInput(fifo: string): Promise<Readable> {
+  const fd = await fs.promises.open(fifo, fs.constants.O_RDONLY);
+  return new net.Socket({ fd: fd.fd, readable: true, writable: false });
+}
+
+function pipeSocket(fd: number, readable: boolean): net.Socket {
+  return new net.Socket({ fd, readable, writable: !readable });
+}
+
+/** stdio plumbing of one process. */
+export class ProcessIO {
+  /** fds runc hands to the container (closed here once runc has started it). */
+  readonly childFds: [number, number, number] = [-1, -1, -1];
+  consoleSocketPath?: string;
+  private consoleListenFd = -1;
+  private consoleFd?: Promise<number>;
+  master = -1;
+  private stdinWriter?: Writable;
+  private stdinSource?: Readable;
+  private stdinOpen?: Promise<void>;
+  private readonly copies: Promise<void>[] = [];
+  private closed = false;
+
+  private constructor(readonly config: StdioConfig) {}
+
+  static create(config: StdioConfig): ProcessIO {
+    const io = new ProcessIO(config);
+    try {
+      io.setup();
+    } catch (err) {
+      io.destroy();
+      throw err;
+    }
+    return io;
+  }
+
+  private setup(): void {
+    const out = parseTarget(this.config.stdout);
+    const err = parseTarget(this.config.stderr);
+    const input = parseTarget(this.config.stdin);
+    if (input.kind === 'file') throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'stdin cannot be a file:// URI');
+    if (this.config.terminal) {
+      // runc connects to this socket and sends the pty master; the path must fit sockaddr_un.
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kyb-pty-'));
+      this.consoleSocketPath = path.join(dir, 's');
+      this.consoleListenFd = native.listenUnix(this.consoleSocketPath);
+      const received = native.receiveFd(this.consoleListenFd, CONSOLE_TIMEOUT_MS);
+      received.catch(() => undefined); // awaited in started(); a failed create never asks for it
+      this.consoleFd = received;
+      return;
+    }
+    for (const [i, t] of [[1, out], [2, err]] as const) {
+      const w = openOutput(t);
+      if (!w) continue;
+      const [r, wfd] = native.pipe();
+      this.childFds[i] = wfd;
+      this.copy(pipeSocket(r, true), w, true);
+    }
+    if (input.kind === 'fifo') {
+      const [r, w] = native.pipe();
+      this.childFds[0] = r;
+      this.stdinWriter = pipeSocket(w, false);
+      this.stdinOpen = openInput(input.path).then((src) => {
+        this.stdinSource = src;
+        if (this.closed) { src.destroy(); return; }
+        src.pipe(this.stdinWriter!);
+      }, () => { this.stdinWriter?.end(); });
+    }
+  }
+
+  private copy(src: Readable, dst: Writable, endDst: boolean): void {
+    this.copies.push(new Promise<void>((resolve) => {
+      const finish = () => resolve();
+      src.on('error', () => { src.unpipe(dst); if (endDst) dst.end(); finish(); });
+      dst.on('error', () => { src.destroy(); finish(); });
+      src.on('end', finish);
+      src.on('close', finish);
+      src.pipe(dst, { end: endDst });
+    }));
+  }
+
+  /** Called after runc created the process: drop our copies of the child's ends; wire the console. */
+  async started(): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      if (this.childFds[i] >= 0) native.close(this.childFds[i]);
+      this.childFds[i] = -1;
+    }
+    if (!this.consoleFd) return;
+    try {
+      this.master = await this.consoleFd;
+    } finally {
+      this.closeConsoleSocket();
+    }
+    this.wireConsole();
+  }
+
+  private wireConsole(): void {
+    const reader = new tty.ReadStream(this.master);
+    const out = openOutput(parseTarget(this.config.stdout));
+    if (out) this.copy(reader, out, true);
+    else reader.resume();
+    const input = parseTarget(this.config.stdin);
+    if (input.kind === 'fifo') {
+      const master = this.master;
+      this.stdinOpen = openInput(input.path).then((src) => {
+        this.stdinSource = src;
+        if (this.closed) { src.destroy(); return; }
+        // Writes go to the master fd directly; a tty handle for writing would register the fd twice.
+        src.on('data', (chunk: Buffer) => {
+          try {
+            fs.writeSync(master, chunk);
+          } catch {
+            src.destroy();
+          }
+        });
+      }, () => undefined);
+    }
+  }
+
+  private closeConsoleSocket(): void {
+    if (this.consoleListenFd >= 0) native.close(this.consoleListenFd);
+    this.consoleListenFd = -1;
+    if (this.consoleSocketPath) fs.rmSync(path.dirname(this.consoleSocketPath), { recursive: true, force: true });
+  }
+
+  resize(width: number, height: number): void {
+    if (this.master < 0) throw new KybernateError('KYB_ERR_FAILED_PRECONDITION', 'process has no terminal');
+    native.setWinsize(this.master, width, height);
+  }
+
+  /** CloseIO: the container sees EOF on stdin once what the client wrote is delivered. */
+  closeStdin(): void {
+    if (this.stdinSource) {
+      this.stdinSource.unpipe?.();
+      this.stdinSource.destroy();
+    } else if (this.stdinOpen) {
+      // Still waiting for a writer: open one ourselves so that the pending open returns, then EOF follows.
+      const input = parseTarget(this.config.stdin);
+      try {
+        if (input.kind === 'fifo') fs.closeSync(fs.openSync(input.path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+      } catch {
+        // no FIFO any more: nothing to unblock
+      }
+    }
+    this.stdinWriter?.end();
+  }
+
+  /** Waits until output copies drained (the process exited), bounded by timeoutMs. */
+  async drain(timeoutMs = 2_000): Promise<void> {
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(this.copies), new Promise((r) => { t = setTimeout(r, timeoutMs); })]);
+    clearTimeout(t);
+  }
+
+  /** Releases everything; safe to call more than once. */
+  destroy(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (let i = 0; i < 3; i++) if (this.childFds[i] >= 0) { try { native.close(this.childFds[i]); } catch { /* already closed */ } this.childFds[i] = -1; }
+    this.closeConsoleSocket();
+    this.closeStdin();
+    this.stdinSource?.destroy();
+    if (this.master >= 0) {
+      try { native.close(this.master); } catch { /* closed with its stream */ }
+      this.master = -1;
+    }
+  }
+}

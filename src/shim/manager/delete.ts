@@ -1,0 +1,48 @@
+// `delete`: containerd runs it after every teardown and after a shim died. It must be idempotent, finish
+// within containerd's 5 s cleanup budget, touch only container -id (a grouped daemon may still serve its
+// siblings), and print nothing but a DeleteResponse.
+import Long from 'long';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { defaultRuncRoot, readBundleState, readInitPid } from '../bundle-state';
+import type { ShimFlags } from '../flags';
+import { runcEnv } from '../runc';
+
+const RUNC_DELETE_TIMEOUT_MS = 3_000;
+const SIGKILL_STATUS = 128 + 9;
+
+function forceDeleteContainer(bundle: string, flags: ShimFlags): Promise<void> {
+  const st = readBundleState(bundle);
+  const root = st?.runcRoot ?? defaultRuncRoot(flags.namespace);
+  const args = ['--root', root, 'delete', '--force', flags.id];
+  return new Promise((resolve) => {
+    execFile(st?.runcBinary ?? 'runc', args, { timeout: RUNC_DELETE_TIMEOUT_MS, env: runcEnv() }, () => resolve());
+  });
+}
+
+async function unmountRootfs(bundle: string): Promise<void> {
+  const rootfs = path.join(bundle, 'rootfs');
+  if (!fs.existsSync(rootfs)) return;
+  const { unmountAll } = await import('../mount');
+  unmountAll(rootfs);
+}
+
+export async function deleteAction(flags: ShimFlags): Promise<void> {
+  const bundle = flags.bundle || process.cwd();
+  const pid = readInitPid(bundle);
+  await forceDeleteContainer(bundle, flags);
+  try {
+    await unmountRootfs(bundle);
+  } catch {
+    // best effort: containerd removes the bundle next and reports what it could not remove
+  }
+  const { containerd, google } = await import('../../gen/proto');
+  const now = Date.now();
+  const msg = containerd.task.v2.DeleteResponse.encode({
+    pid,
+    exitStatus: SIGKILL_STATUS,
+    exitedAt: google.protobuf.Timestamp.create({ seconds: Long.fromNumber(Math.floor(now / 1000)), nanos: (now % 1000) * 1e6 }),
+  }).finish();
+  process.stdout.write(msg);
+}

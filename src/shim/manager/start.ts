@@ -1,0 +1,114 @@
+// `start`: make sure a shim daemon for this container's group is listening, print how to reach it, exit.
+// Output rules (containerd reads stdout+stderr combined): nothing but the answer; plain address for
+// containerd 1.6–2.2, a protobuf BootstrapResult when 2.3+ sent BootstrapParams on stdin.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { DEFAULT_SOCKET_DIR, SOCKET_PATH_LIMIT, groupOf, socketAddress, socketPath } from '../address';
+import type { ShimFlags } from '../flags';
+import { READY_EXISTING, READY_LISTENING } from '../daemon-socket';
+
+const DAEMON_READY_TIMEOUT_MS = 10_000;
+
+/** What 2.3+ containerd sends on stdin, after validation against the flags. */
+export interface Bootstrap {
+  socketDir?: string;
+  ttrpcAddress?: string;
+  grpcAddress?: string;
+  /** Runtime options (an Any), from the extensions of BootstrapParams or the legacy stdin Any. */
+  options?: { typeUrl: string; value: Uint8Array };
+}
+
+function readStdin(): Buffer {
+  try {
+    return fs.readFileSync(0);
+  } catch {
+    return Buffer.alloc(0); // closed or non-readable stdin: containerd sent nothing
+  }
+}
+
+/**
+ * Decides between 2.3's BootstrapParams and the legacy Any of runtime options. An Any decodes as
+ * BootstrapParams too (field 1 ↔ instance_id, 2 ↔ namespace), so only a message whose instance_id and
+ * namespace equal our -id/-namespace counts as BootstrapParams, exactly as containerd's own shims decide.
+ */
+export async function parseBootstrap(stdin: Uint8Array, flags: ShimFlags): Promise<Bootstrap | undefined> {
+  if (stdin.length === 0) return undefined;
+  const { containerd } = await import('../../gen/proto');
+  try {
+    const bp = containerd.runtime.bootstrap.v1.BootstrapParams.decode(stdin);
+    if (bp.instanceId === flags.id && bp.namespace === flags.namespace) {
+      const ext = bp.extensions.find((e) => e.value?.type_url);
+      return {
+        socketDir: bp.socketDir || undefined,
+        ttrpcAddress: bp.containerdTtrpcAddress || undefined,
+        grpcAddress: bp.containerdGrpcAddress || undefined,
+        options: ext?.value ? { typeUrl: ext.value.type_url ?? '', value: ext.value.value ?? new Uint8Array() } : undefined,
+      };
+    }
+  } catch {
+    // not BootstrapParams: fall through to the legacy form
+  }
+  return undefined;
+}
+
+function readAnnotations(bundle: string): Record<string, string> | undefined {
+  const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, string> };
+  return spec.annotations;
+}
+
+/** Starts the daemon and resolves once it listens (or found a live daemon of the group already). */
+function launchDaemon(flags: ShimFlags, sock: string, bundle: string, bootstrap?: Bootstrap): Promise<void> {
+  const args = [process.argv[1], '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address,
+    '-publish-binary', flags.publishBinary, '-socket', sock];
+  if (flags.debug) args.push('-debug');
+  const env = { ...process.env };
+  if (bootstrap?.ttrpcAddress) env.TTRPC_ADDRESS = bootstrap.ttrpcAddress;
+  // containerd's pipes must not reach the daemon: containerd waits for every writer of them to close.
+  const child = spawn(process.execPath, args, { cwd: bundle, env, detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`shim daemon did not become ready within ${DAEMON_READY_TIMEOUT_MS} ms`));
+    }, DAEMON_READY_TIMEOUT_MS);
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      child.stdout?.destroy();
+      child.unref();
+      if (err) reject(err); else resolve();
+    };
+    child.on('error', (err) => done(err));
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      out += chunk;
+      const line = out.split('\n')[0];
+      if (out.includes('\n')) {
+        if (line === READY_LISTENING || line === READY_EXISTING) done();
+        else done(new Error(`shim daemon failed: ${line}`));
+      }
+    });
+    child.on('exit', (code, signal) => {
+      if (!out.includes('\n')) done(new Error(`shim daemon exited before ready (code ${code}, signal ${signal}): ${out.trim()}`));
+    });
+  });
+}
+
+export async function start(flags: ShimFlags): Promise<void> {
+  const bundle = process.cwd();
+  const bootstrap = await parseBootstrap(readStdin(), flags);
+  const group = groupOf(flags.id, readAnnotations(bundle));
+  const address = socketAddress(flags.address, flags.namespace, group, bootstrap?.socketDir ?? DEFAULT_SOCKET_DIR);
+  const sock = socketPath(address);
+  if (sock.length > SOCKET_PATH_LIMIT) throw new Error(`socket path ${sock} is longer than ${SOCKET_PATH_LIMIT} bytes`);
+  await launchDaemon(flags, sock, bundle, bootstrap);
+  // 1.6/1.7 reconnect after a daemon restart from this file; 2.x migrates from it.
+  fs.writeFileSync(path.join(bundle, 'address'), address, { mode: 0o600 });
+  if (bootstrap) {
+    const { containerd } = await import('../../gen/proto');
+    const result = containerd.runtime.bootstrap.v1.BootstrapResult.encode({ version: 2, address, protocol: 'ttrpc' }).finish();
+    process.stdout.write(result);
+  } else {
+    process.stdout.write(address);
+  }
+}

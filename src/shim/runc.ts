@@ -1,0 +1,163 @@
+// runc, the OCI runtime, driven through its command line. Every invocation goes through the native reaper
+// (the shim is the subreaper and reaps all exits in one place), with NOTIFY_SOCKET stripped (runc treats it
+// specially) and SIGKILL as parent-death signal so that no runc outlives a dead shim.
+import * as fs from 'node:fs';
+import { KybernateError } from '../errors';
+import { reaper } from '../native/reaper';
+import { run, type RunResult } from '../native/run';
+
+const SIGKILL = 9;
+const COMMAND_TIMEOUT_MS = 60_000;
+
+/** Environment for runc: ours without NOTIFY_SOCKET. */
+export function runcEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NOTIFY_SOCKET;
+  return env;
+}
+
+function envList(): string[] {
+  return Object.entries(runcEnv()).map(([k, v]) => `${k}=${v ?? ''}`);
+}
+
+export interface RuncConfig {
+  binary: string;
+  root: string;
+  /** runc's JSON log (errors are read back from it). */
+  logPath: string;
+  systemdCgroup: boolean;
+}
+
+export interface CreateOpts {
+  pidFile: string;
+  consoleSocket?: string;
+  noPivot?: boolean;
+  noNewKeyring?: boolean;
+  /** fds for the container's stdin/stdout/stderr; -1 = /dev/null. */
+  stdio: [number, number, number];
+}
+
+export interface ExecOpts {
+  pidFile: string;
+  consoleSocket?: string;
+  stdio: [number, number, number];
+}
+
+export interface ProcessState { id: string; pid: number; status: string; bundle: string }
+
+/** Last error message runc wrote to its JSON log (runc prints little else that is useful). */
+function lastLogError(logPath: string): string | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(logPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const lines = text.trimEnd().split('\n').slice(-50).reverse();
+  for (const line of lines) {
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string };
+      if (entry.level === 'error' && entry.msg) return entry.msg;
+    } catch {
+      // runc writes plain text when it fails before the logger is set up
+      if (line.trim()) return line.trim();
+    }
+  }
+  return undefined;
+}
+
+export class Runc {
+  constructor(readonly config: RuncConfig) {}
+
+  private args(sub: string[]): string[] {
+    const c = this.config;
+    return ['--root', c.root, '--log', c.logPath, '--log-format', 'json', ...(c.systemdCgroup ? ['--systemd-cgroup'] : []), ...sub];
+  }
+
+  private runtimeError(op: string, detail: string | undefined, status: number): KybernateError {
+    const msg = lastLogError(this.config.logPath) ?? (detail?.trim() || `exit status ${status}`);
+    return new KybernateError('KYB_ERR_RUNTIME', `runc ${op} failed: ${msg}`);
+  }
+
+  private missing(err: unknown): never {
+    const e = err as NodeJS.ErrnoException;
+    if (e?.code === 'ENOENT') {
+      throw new KybernateError('KYB_ERR_FAILED_PRECONDITION', `OCI runtime ${JSON.stringify(this.config.binary)} not found on PATH`, { cause: err });
+    }
+    throw err;
+  }
+
+  /** Runs a runc command whose output we capture. */
+  private async call(op: string, sub: string[], input?: string): Promise<RunResult> {
+    let res: RunResult;
+    try {
+      res = await run(this.config.binary, this.args(sub), { env: runcEnv(), input, deathSignal: SIGKILL, timeoutMs: COMMAND_TIMEOUT_MS });
+    } catch (err) {
+      this.missing(err);
+    }
+    if (res.status !== 0) throw this.runtimeError(op, res.stderr.toString(), res.status);
+    return res;
+  }
+
+  /** Runs a runc command whose stdio belongs to the container (create, exec, restore). */
+  private async spawnWithStdio(op: string, sub: string[], stdio: [number, number, number]): Promise<void> {
+    let exited: Promise<{ status: number; signal: number }>;
+    try {
+      ({ exited } = reaper.spawn({ file: this.config.binary, args: this.args(sub), env: envList(), stdio, deathSignal: SIGKILL }));
+    } catch (err) {
+      this.missing(err);
+    }
+    const { status } = await exited;
+    if (status !== 0) throw this.runtimeError(op, undefined, status);
+  }
+
+  async create(id: string, bundle: string, o: CreateOpts): Promise<void> {
+    const sub = ['create', '--bundle', bundle, '--pid-file', o.pidFile];
+    if (o.consoleSocket) sub.push('--console-socket', o.consoleSocket);
+    if (o.noPivot) sub.push('--no-pivot');
+    if (o.noNewKeyring) sub.push('--no-new-keyring');
+    await this.spawnWithStdio('create', [...sub, id], o.stdio);
+  }
+
+  async start(id: string): Promise<void> { await this.call('start', ['start', id]); }
+
+  async exec(id: string, processFile: string, o: ExecOpts): Promise<void> {
+    const sub = ['exec', '--process', processFile, '--detach', '--pid-file', o.pidFile];
+    if (o.consoleSocket) sub.push('--console-socket', o.consoleSocket);
+    await this.spawnWithStdio('exec', [...sub, id], o.stdio);
+  }
+
+  async kill(id: string, signal: number, all: boolean): Promise<void> {
+    await this.call('kill', ['kill', ...(all ? ['--all'] : []), id, String(signal)]);
+  }
+
+  async delete(id: string, force: boolean): Promise<void> {
+    await this.call('delete', ['delete', ...(force ? ['--force'] : []), id]);
+  }
+
+  async pause(id: string): Promise<void> { await this.call('pause', ['pause', id]); }
+  async resume(id: string): Promise<void> { await this.call('resume', ['resume', id]); }
+
+  /** Applies OCI LinuxResources (JSON) to the running container. */
+  async update(id: string, resourcesJson: string): Promise<void> {
+    await this.call('update', ['update', '--resources', '-', id], resourcesJson);
+  }
+
+  async ps(id: string): Promise<number[]> {
+    const res = await this.call('ps', ['ps', '--format', 'json', id]);
+    const pids = JSON.parse(res.stdout.toString() || '[]') as number[] | null;
+    return pids ?? [];
+  }
+
+  async state(id: string): Promise<ProcessState> {
+    const res = await this.call('state', ['state', id]);
+    return JSON.parse(res.stdout.toString()) as ProcessState;
+  }
+}
+
+/** Reads a pid file written by runc. */
+export function readPidFile(file: string): number {
+  const pid = Number.parseInt(fs.readFileSync(file, 'utf8').trim(), 10);
+  if (!Number.isInteger(pid) || pid <= 0) throw new KybernateError('KYB_ERR_RUNTIME', `invalid pid file ${file}`);
+  return pid;
+}

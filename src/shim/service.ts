@@ -1,0 +1,265 @@
+// The Task service: the RPC surface. Each handler looks up the container, calls one method on it and
+// publishes the matching event; errors travel as KybernateErrors and become gRPC codes in the ttrpc layer.
+// Exits arrive from the one reaper through handleExit().
+import Long from 'long';
+import type { Logger } from 'pino';
+import { containerd, google } from '../gen/proto';
+import { KybernateError, errNotFound, errUnimplemented } from '../errors';
+import { Container } from './container';
+import type { MountSpec } from './mount';
+import { parseRuntimeOptions, typeName } from './options';
+import type { Process } from './process/process';
+import type { ExitInfo, StatusName } from './process/types';
+import type { Publisher } from './publisher';
+import { VERSION } from './version';
+
+const T = containerd.task.v2;
+const E = containerd.events;
+type Req<K extends keyof typeof T> = ReturnType<(typeof T)[K]['decode']>;
+const EMPTY = {};
+/** Go's zero time: what containerd's shims report as exited_at for a process that has not exited. */
+const GO_ZERO_TIME = { seconds: Long.fromNumber(-62135596800), nanos: 0 };
+const LINUX_RESOURCES_URL = 'types.containerd.io/opencontainers/runtime-spec/1/LinuxResources';
+
+const STATUS: Record<StatusName, number> = {
+  created: containerd.v1.types.Status.CREATED,
+  running: containerd.v1.types.Status.RUNNING,
+  paused: containerd.v1.types.Status.PAUSED,
+  stopped: containerd.v1.types.Status.STOPPED,
+  deleted: containerd.v1.types.Status.STOPPED,
+};
+
+function timestamp(d: Date | undefined): google.protobuf.ITimestamp {
+  if (!d) return GO_ZERO_TIME;
+  const ms = d.getTime();
+  return { seconds: Long.fromNumber(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 };
+}
+
+export interface ServiceDeps {
+  namespace: string;
+  publisher: Publisher;
+  log: Logger;
+  /** Called when Shutdown finds no containers left. */
+  onShutdown: () => void;
+}
+
+export class TaskService {
+  readonly containers = new Map<string, Container>();
+  /** Exits of pids not known yet: a process may exit before `runc exec` returns its pid. */
+  private pendingExits: Array<{ pid: number; status: number }> = [];
+  private startsInFlight = 0;
+
+  constructor(private readonly deps: ServiceDeps) {}
+
+  private container(id: string): Container {
+    const c = this.containers.get(id);
+    if (!c) throw errNotFound(`container ${id} not created`);
+    return c;
+  }
+
+  private publish(topic: string, type: string, value: Uint8Array): void {
+    this.deps.publisher.publish(topic, type, value);
+  }
+
+  async create(r: Req<'CreateTaskRequest'>): Promise<containerd.task.v2.ICreateTaskResponse> {
+    if (this.containers.has(r.id)) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `container ${r.id} already exists`);
+    if (r.checkpoint) throw errUnimplemented('restore from a checkpoint is not supported by this shim yet');
+    const rootfs: MountSpec[] = r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] }));
+    const stdio = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
+    const c = await Container.create({ id: r.id, bundle: r.bundle, rootfs, stdio, options: parseRuntimeOptions(r.options, this.deps.namespace) });
+    this.containers.set(r.id, c);
+    this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
+      containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,
+      io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
+    }).finish());
+    return { pid: c.init.pid };
+  }
+
+  async start(r: Req<'StartRequest'>): Promise<containerd.task.v2.IStartResponse> {
+    const c = this.container(r.id);
+    const p = c.process(r.execId);
+    // Exits seen while this start runs are held back until its start event is queued (TaskStart before TaskExit).
+    this.startsInFlight++;
+    try {
+      await p.start();
+      if (r.execId) {
+        this.publish('/tasks/exec-started', 'containerd.events.TaskExecStarted', E.TaskExecStarted.encode({ containerId: c.id, execId: r.execId, pid: p.pid }).finish());
+      } else {
+        this.publish('/tasks/start', 'containerd.events.TaskStart', E.TaskStart.encode({ containerId: c.id, pid: p.pid }).finish());
+      }
+    } finally {
+      this.startsInFlight--;
+      this.replayPendingExits();
+    }
+    return { pid: p.pid };
+  }
+
+  async delete(r: Req<'DeleteRequest'>): Promise<containerd.task.v2.IDeleteResponse> {
+    const c = this.container(r.id);
+    if (r.execId) {
+      const p = await c.deleteExec(r.execId);
+      return { pid: p.pid, exitStatus: p.exit?.status ?? 0, exitedAt: timestamp(p.exit?.exitedAt) };
+    }
+    await c.delete();
+    this.containers.delete(r.id);
+    const p = c.init;
+    this.publish('/tasks/delete', 'containerd.events.TaskDelete', E.TaskDelete.encode({
+      containerId: c.id, pid: p.pid, exitStatus: p.exit?.status ?? 0, exitedAt: timestamp(p.exit?.exitedAt),
+    }).finish());
+    return { pid: p.pid, exitStatus: p.exit?.status ?? 0, exitedAt: timestamp(p.exit?.exitedAt) };
+  }
+
+  async state(r: Req<'StateRequest'>): Promise<containerd.task.v2.IStateResponse> {
+    const c = this.container(r.id);
+    const p = c.process(r.execId);
+    return {
+      id: p.id, bundle: c.bundle, pid: p.pid, status: STATUS[p.status],
+      stdin: p.stdio.stdin, stdout: p.stdio.stdout, stderr: p.stdio.stderr, terminal: p.stdio.terminal,
+      exitStatus: p.exit?.status ?? 0, exitedAt: timestamp(p.exit?.exitedAt), execId: r.execId,
+    };
+  }
+
+  async exec(r: Req<'ExecProcessRequest'>): Promise<object> {
+    const c = this.container(r.id);
+    const spec = r.spec?.value ?? new Uint8Array();
+    c.addExec(r.execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal }, spec);
+    this.publish('/tasks/exec-added', 'containerd.events.TaskExecAdded', E.TaskExecAdded.encode({ containerId: c.id, execId: r.execId }).finish());
+    return EMPTY;
+  }
+
+  async kill(r: Req<'KillRequest'>): Promise<object> {
+    await this.container(r.id).process(r.execId).kill(r.signal, r.all);
+    return EMPTY;
+  }
+
+  async resizePty(r: Req<'ResizePtyRequest'>): Promise<object> {
+    const p = this.container(r.id).process(r.execId);
+    p.io?.resize(r.width, r.height);
+    return EMPTY;
+  }
+
+  async closeIO(r: Req<'CloseIORequest'>): Promise<object> {
+    const p = this.container(r.id).process(r.execId);
+    if (r.stdin) p.io?.closeStdin();
+    return EMPTY;
+  }
+
+  async pause(r: Req<'PauseRequest'>): Promise<object> {
+    await this.container(r.id).init.pause();
+    this.publish('/tasks/paused', 'containerd.events.TaskPaused', E.TaskPaused.encode({ containerId: r.id }).finish());
+    return EMPTY;
+  }
+
+  async resume(r: Req<'ResumeRequest'>): Promise<object> {
+    await this.container(r.id).init.resume();
+    this.publish('/tasks/resumed', 'containerd.events.TaskResumed', E.TaskResumed.encode({ containerId: r.id }).finish());
+    return EMPTY;
+  }
+
+  async pids(r: Req<'PidsRequest'>): Promise<containerd.task.v2.IPidsResponse> {
+    const c = this.container(r.id);
+    const pids = await c.pids();
+    const execByPid = new Map([...c.execs.values()].filter((e) => e.pid > 0).map((e) => [e.pid, e.id]));
+    return {
+      processes: pids.map((pid) => {
+        const execId = execByPid.get(pid);
+        if (!execId) return { pid };
+        const info = containerd.runc.v1.ProcessDetails.encode({ execId }).finish();
+        return { pid, info: { type_url: 'containerd.runc.v1.ProcessDetails', value: info } };
+      }),
+    };
+  }
+
+  async update(r: Req<'UpdateTaskRequest'>): Promise<object> {
+    const c = this.container(r.id);
+    if (r.resources?.type_url && r.resources.type_url !== LINUX_RESOURCES_URL && typeName(r.resources.type_url) !== 'LinuxResources') {
+      throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `unsupported resources type ${r.resources.type_url}`);
+    }
+    const json = Buffer.from(r.resources?.value ?? new Uint8Array()).toString('utf8') || '{}';
+    try {
+      JSON.parse(json);
+    } catch (err) {
+      throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid LinuxResources: ${(err as Error).message}`);
+    }
+    await c.init.update(json);
+    return EMPTY;
+  }
+
+  async wait(r: Req<'WaitRequest'>): Promise<containerd.task.v2.IWaitResponse> {
+    const p = this.container(r.id).process(r.execId);
+    const exit = await p.wait();
+    return { exitStatus: exit.status, exitedAt: timestamp(exit.exitedAt) };
+  }
+
+  async stats(r: Req<'StatsRequest'>): Promise<containerd.task.v2.IStatsResponse> {
+    const c = this.container(r.id);
+    if (c.init.pid <= 0 || c.init.exit) throw errNotFound(`container ${r.id} is not running`);
+    const { collectMetrics } = await import('./cgroups');
+    const m = await collectMetrics(c.init.pid);
+    return { stats: { type_url: m.typeUrl, value: m.value } };
+  }
+
+  async connect(r: Req<'ConnectRequest'>): Promise<containerd.task.v2.IConnectResponse> {
+    const c = this.containers.get(r.id);
+    return { shimPid: process.pid, taskPid: c?.init.pid ?? 0, version: VERSION };
+  }
+
+  async shutdown(_r: Req<'ShutdownRequest'>): Promise<object> {
+    // A shared shim keeps serving while any container of its group remains.
+    if (this.containers.size === 0) setImmediate(this.deps.onShutdown);
+    return EMPTY;
+  }
+
+  async checkpoint(_r: Req<'CheckpointTaskRequest'>): Promise<object> {
+    throw errUnimplemented('checkpoint is not supported by this shim yet');
+  }
+
+  /** The one place exits become state and events. */
+  handleExit(pid: number, status: number): void {
+    for (const c of this.containers.values()) {
+      if (c.init.pid === pid && !c.init.exit && !this.heldInitExits.has(c)) { this.initExited(c, status); return; }
+      for (const e of c.execs.values()) {
+        if (e.pid === pid && !e.exit) { this.execExited(c, e, status); return; }
+      }
+    }
+    if (this.startsInFlight > 0) this.pendingExits.push({ pid, status });
+    else this.deps.log.debug({ pid, status }, 'exit of an unknown process');
+  }
+
+  private replayPendingExits(): void {
+    const pending = this.pendingExits;
+    this.pendingExits = [];
+    for (const { pid, status } of pending) this.handleExit(pid, status);
+  }
+
+  private publishExit(c: Container, p: Process, exit: ExitInfo): void {
+    this.publish('/tasks/exit', 'containerd.events.TaskExit', E.TaskExit.encode({
+      containerId: c.id, id: p.id, pid: p.pid, exitStatus: exit.status, exitedAt: timestamp(exit.exitedAt),
+    }).finish());
+  }
+
+  private execExited(c: Container, e: Process, status: number): void {
+    e.setExited(status);
+    this.publishExit(c, e, e.exit!);
+    const held = this.heldInitExits.get(c);
+    if (held !== undefined && c.runningExecs().length === 0) {
+      this.heldInitExits.delete(c);
+      this.finishInit(c, held);
+    }
+  }
+
+  /** Init exits whose execs are still running: containerd must see the init exit last. */
+  private readonly heldInitExits = new Map<Container, number>();
+
+  private initExited(c: Container, status: number): void {
+    if (c.runningExecs().length === 0) { this.finishInit(c, status); return; }
+    this.heldInitExits.set(c, status);
+    // With a private pid namespace the kernel kills the rest; with a shared one we must.
+    if (c.sharedPidNamespace) void c.runc.kill(c.id, 9, true).catch(() => undefined);
+  }
+
+  private finishInit(c: Container, status: number): void {
+    c.init.setExited(status);
+    this.publishExit(c, c.init, c.init.exit!);
+  }
+}
