@@ -30,6 +30,8 @@ interface Pending {
 }
 
 const MAX_STREAM_ID = 0xffffffff;
+// setTimeout fires after 1 ms for delays above this, so longer deadlines are only sent, not armed locally.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class TtrpcClient extends EventEmitter<{ close: [err: Error | undefined] }> {
   private readonly conn: Connection;
@@ -104,7 +106,7 @@ export class TtrpcClient extends EventEmitter<{ close: [err: Error | undefined] 
       };
       const entry: Pending = { resolve: settle, reject: settle };
       this.pending.set(id, entry);
-      if (opts.timeoutMs !== undefined) {
+      if (opts.timeoutMs !== undefined && opts.timeoutMs <= MAX_TIMER_MS) {
         timer = setTimeout(() => settle(new StatusError(Status.DEADLINE_EXCEEDED, 'context deadline exceeded')),
           opts.timeoutMs);
       }

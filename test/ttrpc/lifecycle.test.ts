@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Status } from '../../src/errors';
-import { TtrpcClient, TtrpcServer, type CallContext } from '../../src/ttrpc';
+import { ttrpc } from '../../src/gen/proto';
+import { FrameDecoder, TtrpcClient, TtrpcServer, encodeFrame, type CallContext } from '../../src/ttrpc';
 import { deferred, tempSocket, turns } from './helpers';
 
 const cleanups: (() => void)[] = [];
@@ -100,6 +101,38 @@ describe('server lifecycle', () => {
     await Promise.all([a.close(), b.close()]);
     while (server.connections > 0) await turns(1);
     await server.close();
+  });
+});
+
+describe('server listening', () => {
+  it('refuses a path that is in use and leaves that socket alone', async () => {
+    const { path } = await gatedServer();
+    const other = new TtrpcServer();
+    await expect(other.listen(path)).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    const client = await connect(path);
+    expect((await client.call('g.G', 'Now', new Uint8Array(0))).toString()).toBe('now');
+  });
+
+  it('stops reading from a peer that does not read its responses, and resumes when it does', async () => {
+    const server = new TtrpcServer();
+    server.register('e.E', { Echo: async (p) => p });
+    cleanups.push(() => server.destroy());
+    const [left, right] = await socketPair();
+    cleanups.push(() => left.destroy());
+    server.handleConnection(right);
+    left.pause();
+    const payload = Buffer.alloc(256 << 10, 3);
+    const n = 64;
+    for (let i = 0; i < n; i++) {
+      left.write(encodeFrame(2 * i + 1, 1, 0, ttrpc.Request.encode({ service: 'e.E', method: 'Echo', payload }).finish()));
+    }
+    while (!right.isPaused()) await turns(1);
+    const decoder = new FrameDecoder();
+    let answered = 0;
+    left.on('data', (c: Buffer) => { answered += decoder.write(c).length; });
+    left.resume();
+    while (answered < n) await turns(1);
+    expect(right.isPaused()).toBe(false);
   });
 });
 
