@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import Long from 'long';
 import { io } from '../../src/gen/proto';
-import { cgroupMode, collectMetrics, watchOom } from '../../src/shim/cgroups';
+import * as native from '../../src/native';
+import { cgroupMode, collectMetrics, watchOom, type OomDelivery } from '../../src/shim/cgroups';
 import { parseMountinfo, parseProcCgroup, processCgroups, resolveUnder } from '../../src/shim/cgroups/hierarchy';
 import { createCgroup, skipReason, startChild, type Child, type TestCgroup } from './fixture';
 
@@ -130,24 +131,65 @@ describe.skipIf(reason !== undefined)(`metrics of a real cgroup${reason ? ` (ski
   });
 });
 
+function addonReason(): string | undefined {
+  try {
+    native.oomWatchActive(0);
+    return undefined;
+  } catch (err) {
+    return `native addon not loadable (${(err as Error).message.split(';')[0]})`;
+  }
+}
+
+// v1 has two delivery paths (addon eventfd, counter polling); v2 has one (inotify on memory.events).
+const oomPaths: Array<{ name: string; forcePolling: boolean; via: OomDelivery; skip?: string }> =
+  reason === undefined && cgroupMode() !== 'v2'
+    ? [
+        { name: 'v1 eventfd via the addon', forcePolling: false, via: 'eventfd', skip: addonReason() },
+        { name: 'v1 polling of memory.oom_control', forcePolling: true, via: 'polling' },
+      ]
+    : [{ name: 'memory.events', forcePolling: false, via: 'inotify' }];
+
 describe.skipIf(reason !== undefined)(`OOM watch${reason ? ` (skipped: ${reason})` : ''}`, () => {
-  it('fires when the process is OOM-killed under a 16 MiB limit', async () => {
-    const { cg, child } = await childInCgroup();
-    cg.limitMemory(16 << 20);
-    let fired = 0;
-    const oom = new Promise<void>((resolve) => {
-      const w = watchOom(child.pid, () => {
-        fired++;
-        resolve();
-      });
+  for (const p of oomPaths) {
+    it.skipIf(p.skip !== undefined)(`fires when the process is OOM-killed under a 16 MiB limit (${p.name}${p.skip ? `; skipped: ${p.skip}` : ''})`, async () => {
+      const { cg, child } = await childInCgroup();
+      cg.limitMemory(16 << 20);
+      let fired = 0;
+      let resolveOom = (): void => {};
+      const oom = new Promise<void>((resolve) => (resolveOom = resolve));
+      const w = watchOom(
+        child.pid,
+        () => {
+          fired++;
+          resolveOom();
+        },
+        { forcePolling: p.forcePolling },
+      );
       cleanups.push(async () => w.close());
+      // The addon loads asynchronously; the OOM must happen after registration.
+      while (w.via === 'pending') await new Promise((r) => setTimeout(r, 20));
+      expect(w.via).toBe(p.via);
+      child.proc.stdin.write('hog\n');
+      const exit = await child.exited;
+      expect(exit.signal).toBe('SIGKILL');
+      await oom;
+      expect(fired).toBeGreaterThanOrEqual(1);
     });
-    child.proc.stdin.write('hog\n');
-    const exit = await child.exited;
-    expect(exit.signal).toBe('SIGKILL');
-    await oom;
-    expect(fired).toBeGreaterThanOrEqual(1);
-  });
+
+    it.skipIf(p.skip !== undefined)(`stops silently when the cgroup is removed (${p.name}${p.skip ? `; skipped: ${p.skip}` : ''})`, async () => {
+      const { cg, child } = await childInCgroup();
+      let fired = false;
+      const w = watchOom(child.pid, () => (fired = true), { forcePolling: p.forcePolling });
+      while (w.via === 'pending') await new Promise((r) => setTimeout(r, 20));
+      expect(w.via).toBe(p.via);
+      await child.kill();
+      await cg.remove();
+      // The watch notices the removal by itself (poll read fails / eventfd fires on rmdir).
+      while (w.via !== 'none') await new Promise((r) => setTimeout(r, 50));
+      expect(fired).toBe(false);
+      w.close();
+    });
+  }
 
   it('is a silent no-op for a process that has already exited', async () => {
     const child = await startChild();
@@ -156,21 +198,8 @@ describe.skipIf(reason !== undefined)(`OOM watch${reason ? ` (skipped: ${reason}
     const w = watchOom(pid, () => {
       throw new Error('must not fire');
     });
+    expect(w.via).toBe('none');
     w.close();
     w.close();
-  });
-
-  it('stops silently when the cgroup is removed', async () => {
-    const { cg, child } = await childInCgroup();
-    let fired = false;
-    const w = watchOom(child.pid, () => {
-      fired = true;
-    });
-    await child.kill();
-    await cg.remove();
-    // Give a poll or an eventfd wake-up the chance to observe the removal; nothing may throw.
-    await new Promise((r) => setTimeout(r, 1200));
-    w.close();
-    expect(fired).toBe(false);
   });
 });

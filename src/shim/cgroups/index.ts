@@ -13,7 +13,7 @@ import { errNotFound } from '../../errors';
 export { cgroupMode } from './hierarchy';
 export type { CgroupMode } from './hierarchy';
 export { watchOom } from './oom';
-export type { OomWatch } from './oom';
+export type { OomDelivery, OomWatch, WatchOomOptions } from './oom';
 
 export const V1_METRICS_TYPE = 'io.containerd.cgroups.v1.Metrics';
 export const V2_METRICS_TYPE = 'io.containerd.cgroups.v2.Metrics';
