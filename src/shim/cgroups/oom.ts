@@ -8,7 +8,8 @@
 // event. Without the addon we poll the oom_kill counter of memory.oom_control every 500 ms
 // (kernel >= 4.13), which only delays the event.
 //
-// The cgroup vanishing (container gone) ends the watch silently; onOom never throws into us.
+// The cgroup vanishing (container gone) or becoming unreadable ends the watch silently, and an
+// exception thrown by onOom is swallowed: a watch never raises into the event loop.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Long from 'long';
@@ -39,19 +40,19 @@ export interface WatchOomOptions {
   forcePolling?: boolean;
 }
 
+/** undefined when the file cannot be read: the watch then ends (it runs from timers/events). */
 function readCounter(file: string, key: string): Long | undefined {
   try {
     return parseFlatKeyed(fs.readFileSync(file, 'utf8')).get(key) ?? Long.UZERO;
-  } catch (err) {
-    if (isGone(err)) return undefined;
-    throw err;
+  } catch {
+    return undefined;
   }
 }
 
 /**
- * Calls onOom once per observed increase of an oom_kill counter (several kills between two
- * reads are reported once). Returns a no-op watch when the process or its memory cgroup is
- * already gone.
+ * Calls onOom for OOM kills in the cgroup of `pid`: per eventfd notification (v1 with the addon),
+ * or per observed increase of the oom_kill counter (v2, v1 polling; kills between two reads are
+ * reported once). Returns a no-op watch when the process or its memory cgroup is already gone.
  */
 export function watchOom(pid: number, onOom: () => void, opts: WatchOomOptions = {}): OomWatch {
   let cgroups;
