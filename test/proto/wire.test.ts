@@ -44,7 +44,7 @@ describe('int64 / uint64 fields', () => {
 
     const v2 = io.containerd.cgroups.v2.Metrics.encode({
       memory: { usageLimit: maxU64, usage: above53 },
-      pids: { current: 3, limit: maxU64 },
+      pids: { current: Long.fromNumber(3, true), limit: maxU64 },
     }).finish();
     const d2 = io.containerd.cgroups.v2.Metrics.decode(v2);
     expect((d2.memory?.usageLimit as Long).toUnsigned().toString()).toBe('18446744073709551615');
@@ -194,7 +194,7 @@ describe('unknown fields and type names', () => {
     const env = containerd.services.events.ttrpc.v1.ForwardRequest.decode(fwd).envelope;
     expect(env?.topic).toBe('/tasks/exit');
     expect(env?.event?.type_url).toBe('containerd.events.TaskExit');
-    const exit = containerd.events.TaskExit.decode(env!.event!.value);
+    const exit = containerd.events.TaskExit.decode(env!.event!.value!);
     expect(exit.exitStatus).toBe(137);
   });
 
