@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Installs the system packages Kybernate builds and tests against, on Debian 12 (root).
+#
+# - bookworm: build tools, containerd 1.6 (system /usr/bin), runc, iptables (CRIU's network
+#   locking runs iptables-restore), busybox-static (the test image), util-linux, pkg-config.
+# - trixie: CRIU 4.x + libcriu-dev (bookworm's CRIU 3.17 fails `criu check` on this kernel).
+#   The trixie/sid suites are added with a low pin so nothing else is upgraded by accident.
+#
+# Idempotent: does nothing but a few dpkg queries when everything is already in place.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+SOURCES=/etc/apt/sources.list.d/kybernate-trixie-sid.sources
+PIN=/etc/apt/preferences.d/kybernate-trixie-sid
+BOOKWORM_PKGS=(build-essential python3 containerd runc iptables busybox-static util-linux pkg-config)
+TRIXIE_PKGS=(criu libcriu-dev)
+
+say() { printf 'setup-system: %s\n' "$*"; }
+die() { printf 'setup-system: ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (installs apt packages)"
+command -v apt-get >/dev/null || die "apt-get not found: Debian 12 is required"
+
+installed() { # pkg -> 0 when the package is installed
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
+}
+
+# The Debian mirror URI of the existing sources (the snapshot/mirror the machine is set up with).
+debian_uri() {
+  local uri=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    uri=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' \
+      /etc/apt/sources.list.d/debian.sources)
+  fi
+  printf '%s\n' "${uri:-http://deb.debian.org/debian}"
+}
+
+write_if_changed() { # path content -> 0 when the file was (re)written
+  if [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; then return 1; fi
+  printf '%s\n' "$2" >"$1"
+  return 0
+}
+
+need_update=0
+uri=$(debian_uri)
+if write_if_changed "$SOURCES" "Types: deb
+URIs: $uri
+Suites: trixie sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"; then
+  need_update=1
+fi
+# trixie at 100: its packages are only installed when asked for (-t trixie); plain installs and
+# upgrades keep taking bookworm, and packages already taken from trixie stay on trixie.
+# sid below 100: never a candidate for an installed package (at 100 it would upgrade libc6 & co.
+# to sid on the next `apt-get upgrade`); it is only used for `apt-get download containerd/sid`.
+write_if_changed "$PIN" "Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+
+Package: *
+Pin: release n=sid
+Pin-Priority: 50" || true
+
+missing=()
+for p in "${BOOKWORM_PKGS[@]}"; do installed "$p" || missing+=("$p"); done
+criu_ok=0
+if installed criu && installed libcriu-dev; then
+  v=$(dpkg-query -W -f='${Version}' criu)
+  dpkg --compare-versions "$v" ge 4 && criu_ok=1
+fi
+
+# Index files older than the sources file (or absent) mean the trixie/sid lists were never fetched.
+if ! ls /var/lib/apt/lists/*_dists_trixie_InRelease >/dev/null 2>&1 ||
+   ! ls /var/lib/apt/lists/*_dists_sid_InRelease >/dev/null 2>&1; then
+  need_update=1
+fi
+if [ ${#missing[@]} -gt 0 ] || [ $criu_ok -eq 0 ]; then need_update=1; fi
+
+if [ $need_update -eq 1 ]; then
+  say "apt-get update"
+  apt-get update -qq
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ $criu_ok -eq 0 ]; then
+  # Upgrades libc6 to trixie's (2.41) and the libraries CRIU needs: expected.
+  say "installing ${TRIXIE_PKGS[*]} from trixie"
+  apt-get install -y -qq --no-install-recommends -t trixie "${TRIXIE_PKGS[@]}" >/dev/null
+fi
+
+command -v containerd >/dev/null || die "containerd missing after install"
+command -v runc >/dev/null || die "runc missing after install"
+command -v iptables-restore >/dev/null || die "iptables-restore missing after install"
+[ -x /bin/busybox ] || die "/bin/busybox missing after install"
+# No `| grep -q` / `| head`: an early exit of the reader SIGPIPEs the writer, failing under pipefail.
+criu_version=$(criu --version | awk '/^Version:/ { print $2 }')
+case "$criu_version" in 4.*) ;; *) die "CRIU 4.x expected, got '${criu_version}'" ;; esac
+say "system packages ok (containerd $(containerd --version | awk '{ print $3 }'), criu $criu_version)"
