@@ -1,0 +1,169 @@
+// The only module that loads kybernate.node. It is loaded on first use, so code paths that never touch
+// the addon (a one-shot CLI using run()'s child_process fallback) work without a build.
+import fs from 'node:fs';
+import path from 'node:path';
+import { NativeError } from './errors';
+
+export { NativeError } from './errors';
+
+/** Options of spawn(): argv0 is `file`; a `file` without '/' is searched in the env's PATH. */
+export interface SpawnOptions {
+  file: string;
+  /** argv without argv0. */
+  args: string[];
+  /** "K=V" entries; the child gets exactly these. */
+  env: string[];
+  cwd?: string;
+  /** fds for the child's 0, 1, 2; -1 = /dev/null. */
+  stdio: [number, number, number];
+  /** Become the child's fds 3, 4, … */
+  extraFds?: number[];
+  /** Sent to the child when the spawning thread (the JS thread) dies. */
+  deathSignal?: number;
+  setsid?: boolean;
+}
+
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+type MountConstantName =
+  | 'MS_RDONLY' | 'MS_NOSUID' | 'MS_NODEV' | 'MS_NOEXEC' | 'MS_SYNCHRONOUS' | 'MS_REMOUNT' | 'MS_MANDLOCK'
+  | 'MS_DIRSYNC' | 'MS_NOATIME' | 'MS_NODIRATIME' | 'MS_BIND' | 'MS_MOVE' | 'MS_REC' | 'MS_SILENT'
+  | 'MS_PRIVATE' | 'MS_SLAVE' | 'MS_SHARED' | 'MS_RELATIME' | 'MS_STRICTATIME' | 'MS_LAZYTIME'
+  | 'MS_UNBINDABLE' | 'MNT_DETACH' | 'MNT_FORCE' | 'UMOUNT_NOFOLLOW';
+export type MountConstants = Readonly<Record<MountConstantName, number>>;
+
+/** The addon's raw exports (native/addon.cc). */
+interface Binding extends MountConstants {
+  setSubreaper(): void;
+  startReaper(onExit: (pid: number, status: number, signal: number) => void): void;
+  stopReaper(): void;
+  reaperRef(ref: boolean): void;
+  spawn(opts: SpawnOptions): number;
+  pipe(): [number, number];
+  close(fd: number): void;
+  setNonBlocking(fd: number, on: boolean): void;
+  listenUnix(path: string): number;
+  receiveFd(listenFd: number, timeoutMs: number): Promise<number>;
+  setWinsize(fd: number, cols: number, rows: number): void;
+  peerCredentials(fd: number): PeerCredentials;
+  mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  umount(target: string, flags: number): void;
+  watchOomV1(dir: string, cb: () => void): number;
+  unwatchOomV1(id: number): boolean;
+  oomWatchActive(id: number): boolean;
+}
+
+/** Where the addon is looked for, in order. */
+export function addonCandidates(dir: string = __dirname): string[] {
+  const out: string[] = [];
+  const fromEnv = process.env.KYBERNATE_ADDON;
+  if (fromEnv) out.push(fromEnv);
+  out.push(path.join(dir, 'kybernate.node')); // the bundle: dist/kybernate.node next to dist/*.cjs
+  for (let d = dir; ; d = path.dirname(d)) {
+    out.push(path.join(d, 'build', 'Release', 'kybernate.node'));
+    if (path.dirname(d) === d) break;
+  }
+  return out;
+}
+
+let binding: Binding | undefined;
+
+function load(): Binding {
+  const candidates = addonCandidates();
+  const found = candidates.find((p) => fs.existsSync(p));
+  if (found === undefined) {
+    throw new NativeError(
+      `kybernate.node not found (looked at ${candidates.join(', ')}); run \`make build\` ` +
+        'or set KYBERNATE_ADDON to its path',
+      { code: 'KYB_ERR_NATIVE', errno: 0, op: 'load' },
+    );
+  }
+  // process.dlopen works the same in the CommonJS bundle and under vitest's ESM loader.
+  const mod = { exports: {} as Binding };
+  process.dlopen(mod, found);
+  return mod.exports;
+}
+
+function addon(): Binding {
+  return (binding ??= load());
+}
+
+/** Runs a synchronous native call; its failures become NativeError (stack: this call). */
+function sync<T>(fn: (b: Binding) => T): T {
+  const b = addon();
+  try {
+    return fn(b);
+  } catch (err) {
+    throw NativeError.from(err);
+  }
+}
+
+/** prctl(PR_SET_CHILD_SUBREAPER, 1): orphans of our descendants are re-parented to us. */
+export const setSubreaper = (): void => sync((b) => b.setSubreaper());
+/** Starts the one reaper thread (idempotent); onExit gets status = code or 128+signal. */
+export const startReaper = (onExit: (pid: number, status: number, signal: number) => void): void =>
+  sync((b) => b.startReaper(onExit));
+/** Stops and joins the reaper thread (tests). */
+export const stopReaper = (): void => sync((b) => b.stopReaper());
+/** While ref'd, the reaper keeps the event loop alive (someone waits for an exit). */
+export const reaperRef = (ref: boolean): void => sync((b) => b.reaperRef(ref));
+/** fork+execve on the JS thread; throws NativeError (ENOENT, EACCES, …) if the exec fails. */
+export const spawn = (opts: SpawnOptions): number => sync((b) => b.spawn(opts));
+/** pipe2(O_CLOEXEC) → [read, write]. */
+export const pipe = (): [number, number] => sync((b) => b.pipe());
+export const close = (fd: number): void => sync((b) => b.close(fd));
+export const setNonBlocking = (fd: number, on: boolean): void => sync((b) => b.setNonBlocking(fd, on));
+/** A listening unix socket (mode 0600, CLOEXEC) for runc --console-socket. */
+export const listenUnix = (socketPath: string): number => sync((b) => b.listenUnix(socketPath));
+/** ioctl(TIOCSWINSZ). */
+export const setWinsize = (fd: number, cols: number, rows: number): void =>
+  sync((b) => b.setWinsize(fd, cols, rows));
+/** SO_PEERCRED of a connected unix socket. */
+export const peerCredentials = (fd: number): PeerCredentials => sync((b) => b.peerCredentials(fd));
+/** mount(2); empty source/fstype/data are passed as NULL. */
+export const mount = (source: string, target: string, fstype: string, flags: number, data = ''): void =>
+  sync((b) => b.mount(source, target, fstype, flags, data));
+/** umount2(2). */
+export const umount = (target: string, flags = 0): void => sync((b) => b.umount(target, flags));
+/** cgroup v1 OOM notification for a memory cgroup dir; cb runs once per OOM event. */
+export const watchOomV1 = (memoryCgroupDir: string, cb: () => void): number =>
+  sync((b) => b.watchOomV1(memoryCgroupDir, cb));
+/** False if the watch was already gone (unwatched, or its cgroup was removed). */
+export const unwatchOomV1 = (id: number): boolean => sync((b) => b.unwatchOomV1(id));
+/** Whether an OOM watch is still registered (it ends by itself when the cgroup is removed). */
+export const oomWatchActive = (id: number): boolean => sync((b) => b.oomWatchActive(id));
+
+/**
+ * Accepts one connection on a listenUnix() socket and returns the fd it carries (CLOEXEC).
+ * Rejects with code ETIMEDOUT after timeoutMs.
+ */
+export async function receiveFd(listenFd: number, timeoutMs: number): Promise<number> {
+  const site = new Error();
+  try {
+    return await sync((b) => b.receiveFd(listenFd, timeoutMs));
+  } catch (err) {
+    throw NativeError.from(err, site);
+  }
+}
+
+type MsName = { [K in MountConstantName]: K extends `MS_${infer N}` ? N : never }[MountConstantName];
+
+/** Mount flags without their prefix (MS.BIND = MS_BIND), read from the addon on first access. */
+export const MS: Readonly<Record<MsName, number>> = new Proxy({} as Record<MsName, number>, {
+  get: (_t, key) =>
+    typeof key === 'string' ? (addon() as unknown as Record<string, number | undefined>)[`MS_${key}`] : undefined,
+});
+
+// umount2 flags: Linux UAPI values, fixed by the kernel ABI (test/native checks them against the addon).
+export const MNT_FORCE = 1;
+export const MNT_DETACH = 2;
+export const UMOUNT_NOFOLLOW = 8;
+
+/** Every MS_*, MNT_* and UMOUNT_* constant the addon exports, as named in C. */
+export function mountConstants(): MountConstants {
+  return addon();
+}
