@@ -110,7 +110,10 @@ class ReceiveWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  protected:
-  void Execute() override { ReceiveOne(baton_); }
+  void Execute() override {
+    ReceiveOne(baton_);
+    close(baton_.listenFd);
+  }
   void OnOK() override {
     if (baton_.fail.failed())
       deferred_.Reject(MakeError(Env(), baton_.fail).Value());
@@ -171,8 +174,14 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ReceiveFd(const Napi::CallbackInfo& info) {
-  ReceiveBaton b{ArgInt(info, 0, "listenFd"), ArgInt(info, 1, "timeoutMs")};
-  if (b.timeoutMs < 0) throw Napi::TypeError::New(info.Env(), "timeoutMs must be >= 0");
+  int listenFd = ArgInt(info, 0, "listenFd");
+  int timeoutMs = ArgInt(info, 1, "timeoutMs");
+  if (timeoutMs < 0) throw Napi::TypeError::New(info.Env(), "timeoutMs must be >= 0");
+  // The worker polls its own copy: if JS closes listenFd meanwhile, the number could be reused by an
+  // unrelated fd, and the worker must not accept() on that.
+  int own = fcntl(listenFd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) ThrowErrno(info.Env(), "receiveFd", errno, "fd " + std::to_string(listenFd));
+  ReceiveBaton b{own, timeoutMs};
   auto* w = new ReceiveWorker(info.Env(), b);
   Napi::Promise p = w->Promise();
   w->Queue();

@@ -115,7 +115,9 @@ export const reaperRef = (ref: boolean): void => sync((b) => b.reaperRef(ref));
 export const spawn = (opts: SpawnOptions): number => sync((b) => b.spawn(opts));
 /** pipe2(O_CLOEXEC) → [read, write]. */
 export const pipe = (): [number, number] => sync((b) => b.pipe());
+/** close(2); EINTR counts as closed (Linux frees the fd either way). */
 export const close = (fd: number): void => sync((b) => b.close(fd));
+/** Sets or clears O_NONBLOCK. */
 export const setNonBlocking = (fd: number, on: boolean): void => sync((b) => b.setNonBlocking(fd, on));
 /** A listening unix socket (mode 0600, CLOEXEC) for runc --console-socket. */
 export const listenUnix = (socketPath: string): number => sync((b) => b.listenUnix(socketPath));
@@ -139,7 +141,8 @@ export const oomWatchActive = (id: number): boolean => sync((b) => b.oomWatchAct
 
 /**
  * Accepts one connection on a listenUnix() socket and returns the fd it carries (CLOEXEC).
- * Rejects with code ETIMEDOUT after timeoutMs.
+ * Rejects with code ETIMEDOUT after timeoutMs. The wait holds a libuv threadpool thread and works on
+ * its own dup of listenFd, so closing listenFd does not end it early.
  */
 export async function receiveFd(listenFd: number, timeoutMs: number): Promise<number> {
   const site = new Error();
