@@ -1,0 +1,165 @@
+#!/usr/bin/env node
+// Benchmark: the kybernate shim against containerd's runc shim, on every containerd version installed here.
+//   - median wall time of `ctr run --rm <image> <id> true`, N runs per runtime, interleaved;
+//   - shim RSS per container, with 1 container and with 10 containers in one group.
+// Usage: node test/bench/run.cjs   (env: KYBERNATE_BENCH_N=15, KYBERNATE_BENCH_VERSIONS=1.6,2.1)
+// The containerd harness and the e2e helpers are TypeScript; they are bundled in memory with esbuild.
+'use strict';
+
+const path = require('node:path');
+const fs = require('node:fs');
+const Module = require('node:module');
+
+const REPO = path.resolve(__dirname, '..', '..');
+const N = Number(process.env.KYBERNATE_BENCH_N ?? 15);
+const GROUP_SIZE = 10;
+
+function loadHelpers() {
+  const esbuild = require('esbuild');
+  const result = esbuild.buildSync({
+    stdin: {
+      contents: "export * from './harness/containerd';\nexport { shimProcesses, tasks, waitFor, removeContainer } from './e2e/support/ctr';\n",
+      resolveDir: path.join(REPO, 'test'),
+      sourcefile: 'bench-entry.ts',
+      loader: 'ts',
+    },
+    bundle: true, platform: 'node', format: 'cjs', target: 'node20', write: false,
+    external: ['esbuild', 'vitest'], logLevel: 'warning',
+  });
+  // Compiled as if it lived in test/harness/, so the harness finds the repository root from __dirname.
+  const filename = path.join(REPO, 'test', 'harness', 'bench-bundle.cjs');
+  const m = new Module(filename, module);
+  m.filename = filename;
+  m.paths = Module._nodeModulePaths(path.dirname(filename));
+  m._compile(result.outputFiles[0].text, filename);
+  return m.exports;
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function rssKiB(pid) {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function timeRun(h, cd, rt, id) {
+  const t0 = process.hrtime.bigint();
+  const r = await cd.ctr(['run', '--rm', '--runtime', rt.runtime, h.TEST_IMAGE, id, 'true']);
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.code !== 0) throw new Error(`${rt.kind}: ctr run failed (${r.code}): ${r.stderr.trim()}`);
+  return s;
+}
+
+/** Sum of shim RSS (KiB) divided by the number of containers, with `count` sleeping containers in one group. */
+async function rssPerContainer(h, cd, rt, count, tag) {
+  const ids = Array.from({ length: count }, (_, i) => `bench-rss-${tag}-${rt.kind}-${i}`);
+  const group = `bench-${tag}-${rt.kind}`;
+  try {
+    for (const id of ids) {
+      await cd.ctrOk(['run', '-d', '--runtime', rt.runtime, '--annotation', `${rt.groupAnnotation}=${group}`,
+        h.TEST_IMAGE, id, 'sleep', '1000']);
+    }
+    await h.waitFor('bench containers to run', async () => {
+      const t = await h.tasks(cd);
+      return ids.every((id) => t.get(id)?.status === 'RUNNING');
+    });
+    // Let start-up garbage settle before reading RSS.
+    await sleep(1000);
+    const pids = h.shimProcesses(cd, rt.shimName);
+    const total = pids.reduce((sum, pid) => sum + rssKiB(pid), 0);
+    return { perContainer: total / count, shims: pids.length };
+  } finally {
+    for (const id of ids) await h.removeContainer(cd, id);
+  }
+}
+
+function fmtS(x) { return x === undefined ? '-' : `${(x * 1000).toFixed(0)} ms`; }
+function fmtMiB(kib) { return kib === undefined ? '-' : `${(kib / 1024).toFixed(1)} MiB`; }
+function ratio(a, b) { return a === undefined || b === undefined || b === 0 ? '-' : `${(a / b).toFixed(2)}x`; }
+
+function table(rows) {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
+  return rows.map((r) => r.map((cell, c) => (c === 0 ? String(cell).padEnd(widths[c]) : String(cell).padStart(widths[c]))).join('   ')).join('\n');
+}
+
+async function benchVersion(h, version, runtimes) {
+  const cd = await h.startContainerd(version, { namespace: 'kybernate-bench' });
+  const res = {};
+  try {
+    const actual = (await cd.ctrOk(['version'])).match(/Server:[\s\S]*?Version:\s+(\S+)/)?.[1] ?? version;
+    console.log(`\ncontainerd ${actual}: ${N} runs per runtime, interleaved (1 warm-up each, not counted)`);
+    for (const rt of runtimes) {
+      res[rt.kind] = { times: [] };
+      await timeRun(h, cd, rt, `bench-warm-${rt.kind}`);
+    }
+    for (let i = 0; i < N; i++) {
+      for (const rt of runtimes) res[rt.kind].times.push(await timeRun(h, cd, rt, `bench-${rt.kind}-${i}`));
+      process.stdout.write('.');
+    }
+    process.stdout.write('\n');
+    for (const rt of runtimes) {
+      res[rt.kind].median = median(res[rt.kind].times);
+      const one = await rssPerContainer(h, cd, rt, 1, 'one');
+      const many = await rssPerContainer(h, cd, rt, GROUP_SIZE, 'group');
+      res[rt.kind].rss1 = one.perContainer;
+      res[rt.kind].rss10 = many.perContainer;
+      res[rt.kind].shims10 = many.shims;
+    }
+  } finally {
+    await cd.stop();
+  }
+  const r = res.runc;
+  const k = res.kybernate;
+  const rows = [
+    ['', 'runc shim', 'kybernate', 'kybernate/runc'],
+    ['ctr run --rm ... true, median', fmtS(r.median), fmtS(k?.median), ratio(k?.median, r.median)],
+    ['  min .. max', `${fmtS(Math.min(...r.times))} .. ${fmtS(Math.max(...r.times))}`,
+      k ? `${fmtS(Math.min(...k.times))} .. ${fmtS(Math.max(...k.times))}` : '-', ''],
+    ['shim RSS per container, 1 container', fmtMiB(r.rss1), fmtMiB(k?.rss1), ratio(k?.rss1, r.rss1)],
+    [`shim RSS per container, ${GROUP_SIZE} in one group`, fmtMiB(r.rss10), fmtMiB(k?.rss10), ratio(k?.rss10, r.rss10)],
+    [`  shim processes for the ${GROUP_SIZE}`, String(r.shims10), k ? String(k.shims10) : '-', ''],
+  ];
+  console.log(table(rows));
+}
+
+async function main() {
+  const h = loadHelpers();
+  const kybernateBin = path.join(REPO, 'bin', 'containerd-shim-kybernate-v2');
+  const runtimes = [{ kind: 'runc', runtime: h.RUNC_RUNTIME, groupAnnotation: 'io.containerd.runc.v2.group', shimName: 'containerd-shim-runc-v2' }];
+  if (fs.existsSync(kybernateBin)) {
+    runtimes.push({ kind: 'kybernate', runtime: h.SHIM_RUNTIME, groupAnnotation: 'io.kybernate.group', shimName: 'containerd-shim-kybernate-v2' });
+  } else {
+    console.log('kybernate shim is not built (bin/containerd-shim-kybernate-v2 missing; run make build): runc numbers only.');
+  }
+  const wanted = process.env.KYBERNATE_BENCH_VERSIONS?.split(',').map((s) => s.trim());
+  let ran = 0;
+  for (const v of h.ALL_VERSIONS) {
+    if (wanted && !wanted.includes(v)) continue;
+    const missing = h.missingReason(v);
+    if (missing) {
+      console.log(`\ncontainerd ${v}: skipped: ${missing}`);
+      continue;
+    }
+    await benchVersion(h, v, runtimes);
+    ran++;
+  }
+  if (ran === 0) {
+    console.error('no containerd version available to benchmark');
+    process.exitCode = 1;
+  }
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.stack : err);
+  process.exitCode = 1;
+});

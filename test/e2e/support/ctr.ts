@@ -1,0 +1,150 @@
+// Helpers over `ctr` output and /proc that every e2e file uses.
+import { existsSync, readFileSync, readlinkSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { TEST_IMAGE, type Containerd } from './harness';
+
+export interface TaskInfo { pid: number; status: string }
+
+/** Parses `ctr tasks ls` (columns TASK PID STATUS). */
+export async function tasks(cd: Containerd): Promise<Map<string, TaskInfo>> {
+  const out = await cd.ctrOk(['tasks', 'ls']);
+  const map = new Map<string, TaskInfo>();
+  for (const line of out.split('\n').slice(1)) {
+    const [id, pid, status] = line.trim().split(/\s+/);
+    if (id && pid && status) map.set(id, { pid: Number(pid), status });
+  }
+  return map;
+}
+
+export async function task(cd: Containerd, id: string): Promise<TaskInfo | undefined> {
+  return (await tasks(cd)).get(id);
+}
+
+/** Polls `fn` until it returns a value other than undefined/false, or throws after the deadline. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20_000, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await sleep(intervalMs);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export async function waitStatus(cd: Containerd, id: string, status: string, timeoutMs = 20_000): Promise<TaskInfo> {
+  return waitFor(`task ${id} to be ${status}`, async () => {
+    const t = await task(cd, id);
+    return t?.status === status ? t : undefined;
+  }, timeoutMs);
+}
+
+/** `ctr run -d` of the test image; resolves once the task is RUNNING. */
+export async function runDetached(cd: Containerd, runtime: string, id: string, cmd: string[],
+  extra: string[] = []): Promise<TaskInfo> {
+  await cd.ctrOk(['run', '-d', '--runtime', runtime, ...extra, TEST_IMAGE, id, ...cmd]);
+  return waitStatus(cd, id, 'RUNNING');
+}
+
+/** A container whose init loops forever and exits 7 on SIGTERM (pid 1 ignores signals it has no handler for). */
+export const LOOP = ['sh', '-c', 'trap "exit 7" TERM; while true; do sleep 0.05; done'];
+
+/** Best-effort removal of a container and its task; never throws. */
+export async function removeContainer(cd: Containerd, id: string): Promise<void> {
+  const t = await task(cd, id).catch(() => undefined);
+  if (t) {
+    if (t.status === 'PAUSED') await cd.ctr(['tasks', 'resume', id]);
+    if (t.status !== 'STOPPED') {
+      await cd.ctr(['tasks', 'kill', '-a', '-s', 'SIGKILL', id]);
+      await waitStatus(cd, id, 'STOPPED', 10_000).catch(() => undefined);
+    }
+    await cd.ctr(['tasks', 'rm', '-f', id]);
+  }
+  await cd.ctr(['containers', 'rm', id]);
+}
+
+export function bundleDir(cd: Containerd, id: string): string {
+  return join(cd.state, 'io.containerd.runtime.v2.task', cd.namespace, id);
+}
+
+/** The shim socket path containerd dials for `id` (plain `address` file, or 2.x `bootstrap.json`). */
+export function shimSocket(cd: Containerd, id: string): string {
+  const dir = bundleDir(cd, id);
+  let addr: string;
+  if (existsSync(join(dir, 'address'))) addr = readFileSync(join(dir, 'address'), 'utf8').trim();
+  else addr = (JSON.parse(readFileSync(join(dir, 'bootstrap.json'), 'utf8')) as { address: string }).address;
+  return addr.replace(/^unix:\/\//, '');
+}
+
+export function ppid(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^PPid:\s+(\d+)/m.exec(status);
+  if (!m) throw new Error(`no PPid for ${pid}`);
+  return Number(m[1]);
+}
+
+export function cmdline(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/** True while `pid` exists and is not a zombie. */
+export function alive(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Shim server processes of `shimName` that belong to this containerd (by -address or by cwd in its state). */
+export function shimProcesses(cd: Containerd, shimName: string): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    const argv = cmdline(pid);
+    if (!argv.some((a) => a.includes(shimName))) continue;
+    // `start`/`delete` invocations are short-lived helpers, not the server.
+    if (argv.includes('start') || argv.includes('delete')) continue;
+    let cwd = '';
+    try { cwd = readlinkSync(`/proc/${pid}/cwd`); } catch { /* gone */ }
+    if (argv.includes(cd.address) || cwd.startsWith(cd.state + '/')) out.push(pid);
+  }
+  return out;
+}
+
+/** The memory limit in bytes of the cgroup `pid` is in (v1 memory controller, or v2). */
+export function memoryLimit(pid: number): number {
+  const lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n');
+  const v1 = lines.map((l) => l.split(':')).find((p) => p[1]?.split(',').includes('memory'));
+  if (v1) return Number(readFileSync(join('/sys/fs/cgroup/memory', v1[2]!, 'memory.limit_in_bytes'), 'utf8').trim());
+  const v2 = lines.find((l) => l.startsWith('0::'));
+  if (!v2) throw new Error(`no memory cgroup for ${pid}`);
+  const raw = readFileSync(join('/sys/fs/cgroup', v2.slice(3), 'memory.max'), 'utf8').trim();
+  return raw === 'max' ? Number.POSITIVE_INFINITY : Number(raw);
+}
+
+/** Reads a file inside the container of `pid` from the host, through /proc/<pid>/root. */
+export function readInContainer(pid: number, path: string): string {
+  return readFileSync(join(`/proc/${pid}/root`, path), 'utf8');
+}
+
+/** The Task service the shim of `id` serves: v3 when its start result said so (containerd 2.x writes it down). */
+export function shimTaskService(cd: Containerd, id: string): string {
+  const file = join(bundleDir(cd, id), 'bootstrap.json');
+  const version = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { version?: number }).version ?? 2 : 2;
+  return `containerd.task.v${version}.Task`;
+}

@@ -1,0 +1,2 @@
+// The one place the e2e suite imports the containerd harness from.
+export * from '../../harness/containerd';
