@@ -103,12 +103,17 @@ function runcRoots(): string[] {
   return readdirSync(RUNC_STATE).map((ns) => join(RUNC_STATE, ns));
 }
 
+/** True while `pid` exists and is not a zombie (a killed process whose parent has not reaped it yet). */
+export function processAlive(pid: number): boolean {
+  return existsSync(`/proc/${pid}`) && !isZombie(pid);
+}
+
 async function waitGone(pids: number[], timeoutMs: number): Promise<number[]> {
   const deadline = Date.now() + timeoutMs;
   let alive = pids;
   while (alive.length > 0 && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
-    alive = alive.filter((pid) => existsSync(`/proc/${pid}`) && !isZombie(pid));
+    alive = alive.filter(processAlive);
   }
   return alive;
 }

@@ -1,7 +1,7 @@
 // The harness itself, against the stock runc shim: every other end-to-end test stands on it.
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mountsUnder, processesMentioning } from './cleanup';
+import { mountsUnder, processAlive, processesMentioning } from './cleanup';
 import {
   ALL_VERSIONS, RUNC_RUNTIME, TEST_IMAGE, missingReason, startContainerd, type Containerd,
 } from './containerd';
@@ -67,8 +67,8 @@ for (const version of ALL_VERSIONS) {
       await cd.restart();
 
       expect(cd.pid).not.toBe(before);
-      expect(existsSync(`/proc/${before}`)).toBe(false);
-      for (const pid of shims) expect(existsSync(`/proc/${pid}`), `shim ${pid} survived`).toBe(true);
+      expect(processAlive(before)).toBe(false);
+      for (const pid of shims) expect(processAlive(pid), `shim ${pid} survived`).toBe(true);
       expect(await waitRunning(cd, 'survivor')).toBe(taskPid);
       const out = await cd.ctrOk(['tasks', 'exec', '--exec-id', 'e1', 'survivor', 'echo', 'still here']);
       expect(out.trim()).toBe('still here');
@@ -83,11 +83,27 @@ for (const version of ALL_VERSIONS) {
       await other.stop();
 
       expect(processesMentioning(other.dir)).toEqual([]);
-      expect(existsSync(`/proc/${taskPid}`)).toBe(false);
-      expect(existsSync(`/proc/${other.pid}`)).toBe(false);
+      expect(processAlive(taskPid)).toBe(false);
+      expect(processAlive(other.pid)).toBe(false);
       expect(mountsUnder(other.dir)).toEqual([]);
       expect(existsSync(other.dir)).toBe(false);
       expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(other.dir);
+    });
+
+    it('stop() cleans up even when a shim does not answer', async () => {
+      const other = await startContainerd(version, { namespace: 'harness-hung', stopTasksTimeoutMs: 2_000 });
+      await other.ctrOk(['run', '-d', TEST_IMAGE, 'hung', 'sleep', '1000']);
+      const taskPid = await waitRunning(other, 'hung');
+      const shims = processesMentioning(other.address).filter((p) => p !== other.pid);
+      expect(shims.length).toBe(1);
+      process.kill(shims[0]!, 'SIGSTOP');
+
+      await other.stop();
+
+      expect(processesMentioning(other.dir)).toEqual([]);
+      expect(processAlive(taskPid)).toBe(false);
+      expect(mountsUnder(other.dir)).toEqual([]);
+      expect(existsSync(other.dir)).toBe(false);
     });
   });
 }

@@ -70,6 +70,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** containerd --log-level; default KYBERNATE_CONTAINERD_LOG_LEVEL or 'info'. */
   logLevel?: string;
+  /** How long stop() asks containerd to remove tasks before it kills shims itself; default 30 s. */
+  stopTasksTimeoutMs?: number;
 }
 
 /** Where a version's containerd, ctr and containerd-shim-runc-v2 live. */
@@ -151,8 +153,8 @@ function execCollect(file: string, args: string[], env: NodeJS.ProcessEnv, opts:
     }, timeoutMs);
     // 'close' waits for the output pipes; a grandchild that inherited them could hold them open.
     const hardStop = setTimeout(() => finish(124), timeoutMs + 5_000);
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.stdout?.on('data', (d: Buffer) => out.push(d));
+    child.stderr?.on('data', (d: Buffer) => err.push(d));
     child.on('error', (e) => { err.push(Buffer.from(String(e))); finish(127); });
     child.on('close', (code, signal) => finish(timedOut ? 124 : code ?? (signal ? 128 + 9 : 1)));
     if (opts.input !== undefined) {
@@ -188,6 +190,7 @@ class Daemon implements Containerd {
   private readonly bin: string;
   private readonly configPath: string;
   private readonly env: NodeJS.ProcessEnv;
+  private readonly stopTasksTimeoutMs: number;
 
   constructor(readonly version: ContainerdVersion, readonly dir: string, opts: StartOptions) {
     this.bin = binDir(version);
@@ -196,6 +199,7 @@ class Daemon implements Containerd {
     this.address = join(dir, 'containerd.sock');
     this.namespace = opts.namespace ?? 'kybernate-test';
     this.configPath = join(dir, 'config.toml');
+    this.stopTasksTimeoutMs = opts.stopTasksTimeoutMs ?? 30_000;
     const logLevel = opts.logLevel ?? process.env.KYBERNATE_CONTAINERD_LOG_LEVEL ?? 'info';
     writeFileSync(this.configPath, daemonConfig(version, {
       root: this.root, state: this.state, address: this.address, opt: join(dir, 'opt'),
@@ -299,19 +303,28 @@ class Daemon implements Containerd {
     }
   }
 
-  /** Kills and deletes every task and container, so their shims exit cleanly. */
+  /**
+   * Kills and deletes every task and container, so their shims exit cleanly. Bounded in time: a
+   * shim that does not answer is SIGKILLed afterwards by removeDaemonDir, and its containers
+   * are killed through runc.
+   */
   private async removeAllTasks(): Promise<void> {
-    const nsList = await this.ctr(['namespaces', 'ls', '-q'], { timeoutMs: 10_000 });
+    const deadline = Date.now() + this.stopTasksTimeoutMs;
+    const call = (ns: string, args: string[]): Promise<CtrResult> => {
+      const timeoutMs = Math.min(10_000, deadline - Date.now());
+      if (timeoutMs <= 0) return Promise.resolve({ code: 124, stdout: '', stderr: 'out of time' });
+      return this.ctr(['--namespace', ns, ...args], { timeoutMs });
+    };
+    const nsList = await call(this.namespace, ['namespaces', 'ls', '-q']);
     const namespaces = nsList.code === 0 ? lines(nsList.stdout) : [this.namespace];
     for (const ns of namespaces) {
-      const inNs = (args: string[]): Promise<CtrResult> => this.ctr(['--namespace', ns, ...args], { timeoutMs: 20_000 });
-      const tasks = await inNs(['tasks', 'ls', '-q']);
+      const tasks = await call(ns, ['tasks', 'ls', '-q']);
       for (const id of lines(tasks.stdout)) {
-        await inNs(['tasks', 'kill', '--all', '--signal', 'SIGKILL', id]);
-        await inNs(['tasks', 'delete', '--force', id]);
+        await call(ns, ['tasks', 'kill', '--all', '--signal', 'SIGKILL', id]);
+        await call(ns, ['tasks', 'delete', '--force', id]);
       }
-      const containers = await inNs(['containers', 'ls', '-q']);
-      for (const id of lines(containers.stdout)) await inNs(['containers', 'delete', id]);
+      const containers = await call(ns, ['containers', 'ls', '-q']);
+      for (const id of lines(containers.stdout)) await call(ns, ['containers', 'delete', id]);
     }
   }
 }
