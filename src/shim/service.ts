@@ -86,6 +86,7 @@ export class TaskService {
         this.publish('/tasks/exec-started', 'containerd.events.TaskExecStarted', E.TaskExecStarted.encode({ containerId: c.id, execId: r.execId, pid: p.pid }).finish());
       } else {
         this.publish('/tasks/start', 'containerd.events.TaskStart', E.TaskStart.encode({ containerId: c.id, pid: p.pid }).finish());
+        this.watchOom(c);
       }
     } finally {
       this.startsInFlight--;
@@ -102,6 +103,8 @@ export class TaskService {
     }
     await c.delete();
     this.containers.delete(r.id);
+    this.oomWatches.get(c)?.close();
+    this.oomWatches.delete(c);
     const p = c.init;
     this.publish('/tasks/delete', 'containerd.events.TaskDelete', E.TaskDelete.encode({
       containerId: c.id, pid: p.pid, exitStatus: p.exit?.status ?? 0, exitedAt: timestamp(p.exit?.exitedAt),
@@ -212,6 +215,18 @@ export class TaskService {
 
   async checkpoint(_r: Req<'CheckpointTaskRequest'>): Promise<object> {
     throw errUnimplemented('checkpoint is not supported by this shim yet');
+  }
+
+  private readonly oomWatches = new Map<Container, { close(): void }>();
+
+  private watchOom(c: Container): void {
+    void import('./cgroups').then(({ watchOom }) => {
+      if (!this.containers.has(c.id) || c.init.exit) return;
+      const w = watchOom(c.init.pid, () => {
+        this.publish('/tasks/oom', 'containerd.events.TaskOOM', E.TaskOOM.encode({ containerId: c.id }).finish());
+      });
+      this.oomWatches.set(c, w);
+    }).catch((err: unknown) => this.deps.log.warn({ id: c.id, err: String(err) }, 'cannot watch for OOM kills'));
   }
 
   /** The one place exits become state and events. */
