@@ -50,6 +50,19 @@ function rssKiB(pid) {
   }
 }
 
+function parentPid(pid) {
+  const m = /^PPid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+function cmdline(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch {
+    return '';
+  }
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function timeRun(h, cd, rt, id) {
@@ -75,9 +88,14 @@ async function rssPerContainer(h, cd, rt, count, tag) {
     });
     // Let start-up garbage settle before reading RSS.
     await sleep(1000);
-    const pids = h.shimProcesses(cd, rt.shimName);
+    const t = await h.tasks(cd);
+    // The shims serving these containers are their inits' parents (the shim is their subreaper).
+    const serving = [...new Set(ids.map((id) => parentPid(t.get(id).pid)))]
+      .filter((pid) => cmdline(pid).includes(rt.shimName));
+    const all = h.shimProcesses(cd, rt.shimName);
+    const pids = serving.length > 0 ? serving : all;
     const total = pids.reduce((sum, pid) => sum + rssKiB(pid), 0);
-    return { perContainer: total / count, shims: pids.length };
+    return { perContainer: total / count, shims: pids.length, others: all.filter((p) => !pids.includes(p)).length };
   } finally {
     for (const id of ids) await h.removeContainer(cd, id);
   }
@@ -114,6 +132,7 @@ async function benchVersion(h, version, runtimes) {
       res[rt.kind].rss1 = one.perContainer;
       res[rt.kind].rss10 = many.perContainer;
       res[rt.kind].shims10 = many.shims;
+      res[rt.kind].leftover = Math.max(one.others, many.others);
     }
   } finally {
     await cd.stop();
@@ -130,6 +149,10 @@ async function benchVersion(h, version, runtimes) {
     [`  shim processes for the ${GROUP_SIZE}`, String(r.shims10), k ? String(k.shims10) : '-', ''],
   ];
   console.log(table(rows));
+  for (const rt of runtimes) {
+    const n = res[rt.kind].leftover;
+    if (n > 0) console.log(`note: ${n} other ${rt.shimName} process(es) of this containerd were alive (not serving the measured containers; not counted)`);
+  }
 }
 
 async function main() {

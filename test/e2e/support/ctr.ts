@@ -58,18 +58,21 @@ export async function runDetached(cd: Containerd, runtime: string, id: string, c
 /** A container whose init loops forever and exits 7 on SIGTERM (pid 1 ignores signals it has no handler for). */
 export const LOOP = ['sh', '-c', 'trap "exit 7" TERM; while true; do sleep 0.05; done'];
 
-/** Best-effort removal of a container and its task; never throws. */
+const CLEANUP_TIMEOUT_MS = 15_000;
+
+/** Best-effort removal of a container and its task; never throws, and a wedged shim costs seconds, not minutes. */
 export async function removeContainer(cd: Containerd, id: string): Promise<void> {
+  const o = { timeoutMs: CLEANUP_TIMEOUT_MS };
   const t = await task(cd, id).catch(() => undefined);
   if (t) {
-    if (t.status === 'PAUSED') await cd.ctr(['tasks', 'resume', id]);
+    if (t.status === 'PAUSED') await cd.ctr(['tasks', 'resume', id], o);
     if (t.status !== 'STOPPED') {
-      await cd.ctr(['tasks', 'kill', '-a', '-s', 'SIGKILL', id]);
+      await cd.ctr(['tasks', 'kill', '-a', '-s', 'SIGKILL', id], o);
       await waitStatus(cd, id, 'STOPPED', 10_000).catch(() => undefined);
     }
-    await cd.ctr(['tasks', 'rm', '-f', id]);
+    await cd.ctr(['tasks', 'rm', '-f', id], o);
   }
-  await cd.ctr(['containers', 'rm', id]);
+  await cd.ctr(['containers', 'rm', id], o);
 }
 
 export function bundleDir(cd: Containerd, id: string): string {

@@ -2,7 +2,7 @@
 // both runtimes; a test never depends on another test's containers.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, it, vi } from 'vitest';
 import {
   ALL_VERSIONS, REPO_ROOT, RUNC_RUNTIME, SHIM_RUNTIME, missingReason, startContainerd, type Containerd,
   type ContainerdVersion, type StartOptions,
@@ -51,6 +51,10 @@ export interface MatrixContext {
 }
 
 let serial = 0;
+
+// Longer than the harness's 60 s ctr timeout, so that a hung ctr call fails with its own command line and
+// stderr instead of an anonymous test timeout.
+vi.setConfig({ testTimeout: 120_000 });
 
 /**
  * Declares `body` once per available containerd version and selected runtime. Unavailable combinations are
