@@ -46,10 +46,14 @@ function openOutput(t: Target): Writable | undefined {
   }
 }
 
-/** Opens the stdin FIFO for reading; the open completes once a writer (the client) opens it. */
-async function openInput(fifo: string): Promise<Readable> {
-  const fd = await fs.promises.open(fifo, fs.constants.O_RDONLY);
-  return new net.Socket({ fd: fd.fd, readable: true, writable: false });
+/**
+ * Opens the stdin FIFO for reading without ever blocking: a non-blocking FIFO reader reports neither data
+ * nor hang-up until a writer has connected, so EOF arrives only once the client closed its end. (A blocking
+ * open would park a threadpool thread until a writer appears, forever if the client never opens it.)
+ */
+function openInput(fifo: string): Readable {
+  const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  return new net.Socket({ fd, readable: true, writable: false });
 }
 
 function pipeSocket(fd: number, readable: boolean): net.Socket {
@@ -66,7 +70,6 @@ export class ProcessIO {
   master = -1;
   private stdinWriter?: Writable;
   private stdinSource?: Readable;
-  private stdinOpen?: Promise<void>;
   private readonly copies: Promise<void>[] = [];
   private closed = false;
 
@@ -109,11 +112,9 @@ export class ProcessIO {
       const [r, w] = native.pipe();
       this.childFds[0] = r;
       this.stdinWriter = pipeSocket(w, false);
-      this.stdinOpen = openInput(input.path).then((src) => {
-        this.stdinSource = src;
-        if (this.closed) { src.destroy(); return; }
-        src.pipe(this.stdinWriter!);
-      }, () => { this.stdinWriter?.end(); });
+      this.stdinSource = openInput(input.path);
+      this.stdinSource.on('error', () => this.stdinWriter?.end());
+      this.stdinSource.pipe(this.stdinWriter);
     }
   }
 
@@ -151,18 +152,17 @@ export class ProcessIO {
     const input = parseTarget(this.config.stdin);
     if (input.kind === 'fifo') {
       const master = this.master;
-      this.stdinOpen = openInput(input.path).then((src) => {
-        this.stdinSource = src;
-        if (this.closed) { src.destroy(); return; }
-        // Writes go to the master fd directly; a tty handle for writing would register the fd twice.
-        src.on('data', (chunk: Buffer) => {
-          try {
-            fs.writeSync(master, chunk);
-          } catch {
-            src.destroy();
-          }
-        });
-      }, () => undefined);
+      const src = openInput(input.path);
+      this.stdinSource = src;
+      src.on('error', () => undefined);
+      // Writes go to the master fd directly; a tty handle for writing would register the fd twice.
+      src.on('data', (chunk: Buffer) => {
+        try {
+          fs.writeSync(master, chunk);
+        } catch {
+          src.destroy();
+        }
+      });
     }
   }
 
@@ -177,20 +177,9 @@ export class ProcessIO {
     native.setWinsize(this.master, width, height);
   }
 
-  /** CloseIO: the container sees EOF on stdin once what the client wrote is delivered. */
+  /** CloseIO: the container sees EOF on stdin. */
   closeStdin(): void {
-    if (this.stdinSource) {
-      this.stdinSource.unpipe?.();
-      this.stdinSource.destroy();
-    } else if (this.stdinOpen) {
-      // Still waiting for a writer: open one ourselves so that the pending open returns, then EOF follows.
-      const input = parseTarget(this.config.stdin);
-      try {
-        if (input.kind === 'fifo') fs.closeSync(fs.openSync(input.path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
-      } catch {
-        // no FIFO any more: nothing to unblock
-      }
-    }
+    this.stdinSource?.destroy();
     this.stdinWriter?.end();
   }
 
