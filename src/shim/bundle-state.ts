@@ -9,6 +9,8 @@ export interface BundleState {
   /** runc binary (name or path). */
   runcBinary: string;
   systemdCgroup: boolean;
+  /** Set once the daemon deleted the container and unmounted its rootfs: `delete` has nothing left to do. */
+  deleted?: boolean;
 }
 
 const FILE = 'kybernate.json';
@@ -24,6 +26,11 @@ export function readBundleState(bundle: string): BundleState | undefined {
   } catch {
     return undefined;
   }
+}
+
+export function markDeleted(bundle: string): void {
+  const st = readBundleState(bundle);
+  if (st) writeBundleState(bundle, { ...st, deleted: true });
 }
 
 export function readInitPid(bundle: string): number {

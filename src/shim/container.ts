@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { KybernateError, errExists, errNotFound, errPrecondition } from '../errors';
-import { writeBundleState } from './bundle-state';
+import { markDeleted, writeBundleState } from './bundle-state';
 import type { StdioConfig } from './io';
 import { type MountSpec, mountAll, unmountAll } from './mount';
 import type { RuntimeOptions } from './options';
@@ -114,6 +114,7 @@ export class Container {
     await this.init.delete();
     for (const e of this.execs.values()) e.io?.destroy();
     if (this.ownsRootfs) unmountAll(path.join(this.bundle, 'rootfs'));
+    markDeleted(this.bundle);
   }
 
   /** Every pid in the container; the init pid is always included while it is known. */

@@ -43,4 +43,4 @@ for (const [name, entry] of Object.entries(entries)) {
 }
 // bin/ holds CommonJS launchers without an extension.
 fs.writeFileSync(path.join(bin, 'package.json'), '{"type":"commonjs"}\n');
-console.log('bundled', Object.keys(entries).join(', '));
+console.log('bundled', Object.entries(entries).filter(([, e]) => fs.existsSync(path.join(root, e))).map(([n]) => n).join(', '));

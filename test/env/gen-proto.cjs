@@ -18,14 +18,26 @@ function walk(dir) {
   });
 }
 
-const files = walk(protoDir).sort();
-fs.mkdirSync(outDir, { recursive: true });
+// The one-shot shim actions (`start` with 2.3 BootstrapParams, `delete`, `-info`) run on every
+// container start and stop; they load a small module of just their messages instead of all of them.
+const ACTION_FILES = [
+  'containerd/runtime/bootstrap/v1/bootstrap.proto',
+  'containerd/types/introspection.proto',
+  'containerd/task/v2/delete_response.proto',
+];
+
 const bin = (name) => path.join(root, 'node_modules', '.bin', name);
-const js = path.join(outDir, 'proto.js');
-execFileSync(bin('pbjs'), [
-  '-t', 'static-module', '-w', 'commonjs', '--force-long', '--no-beautify',
-  '--no-delimited', '--no-verify', '--no-convert', '--no-service',
-  '-p', protoDir, '-o', js, ...files.map((f) => path.join(protoDir, f)),
-], { cwd: protoDir, stdio: 'inherit' });
-execFileSync(bin('pbts'), ['--no-comments', '-o', path.join(outDir, 'proto.d.ts'), js], { stdio: 'inherit' });
-console.log(`generated ${path.relative(root, js)} from ${files.length} proto files`);
+function generate(name, files) {
+  const js = path.join(outDir, `${name}.js`);
+  execFileSync(bin('pbjs'), [
+    '-t', 'static-module', '-w', 'commonjs', '--force-long', '--no-beautify',
+    '--no-delimited', '--no-verify', '--no-convert', '--no-service',
+    '-p', protoDir, '-o', js, ...files.map((f) => path.join(protoDir, f)),
+  ], { cwd: protoDir, stdio: 'inherit' });
+  execFileSync(bin('pbts'), ['--no-comments', '-o', path.join(outDir, `${name}.d.ts`), js], { stdio: 'inherit' });
+  console.log(`generated ${path.relative(root, js)} from ${files.length} proto files`);
+}
+
+fs.mkdirSync(outDir, { recursive: true });
+generate('proto', walk(protoDir).sort());
+generate('actions', ACTION_FILES);

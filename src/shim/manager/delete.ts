@@ -5,15 +5,14 @@ import Long from 'long';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { defaultRuncRoot, readBundleState, readInitPid } from '../bundle-state';
+import { type BundleState, defaultRuncRoot, readBundleState, readInitPid } from '../bundle-state';
 import type { ShimFlags } from '../flags';
 import { runcEnv } from '../runc';
 
 const RUNC_DELETE_TIMEOUT_MS = 3_000;
 const SIGKILL_STATUS = 128 + 9;
 
-function forceDeleteContainer(bundle: string, flags: ShimFlags): Promise<void> {
-  const st = readBundleState(bundle);
+function forceDeleteContainer(bundle: string, flags: ShimFlags, st: BundleState | undefined): Promise<void> {
   const root = st?.runcRoot ?? defaultRuncRoot(flags.namespace);
   const args = ['--root', root, 'delete', '--force', flags.id];
   return new Promise((resolve) => {
@@ -31,13 +30,17 @@ async function unmountRootfs(bundle: string): Promise<void> {
 export async function deleteAction(flags: ShimFlags): Promise<void> {
   const bundle = flags.bundle || process.cwd();
   const pid = readInitPid(bundle);
-  await forceDeleteContainer(bundle, flags);
-  try {
-    await unmountRootfs(bundle);
-  } catch {
-    // best effort: containerd removes the bundle next and reports what it could not remove
+  const st = readBundleState(bundle);
+  // After a normal teardown the daemon already deleted the container; after a crash it did not.
+  if (!st?.deleted) {
+    await forceDeleteContainer(bundle, flags, st);
+    try {
+      await unmountRootfs(bundle);
+    } catch {
+      // best effort: containerd removes the bundle next and reports what it could not remove
+    }
   }
-  const { containerd, google } = await import('../../gen/proto');
+  const { containerd, google } = await import('../../gen/actions');
   const now = Date.now();
   const msg = containerd.task.v2.DeleteResponse.encode({
     pid,

@@ -2,7 +2,7 @@
 import { REVISION, RUNTIME_NAME, VERSION } from '../version';
 
 export async function infoAction(): Promise<void> {
-  const { containerd } = await import('../../gen/proto');
+  const { containerd } = await import('../../gen/actions');
   const msg = containerd.types.RuntimeInfo.encode({
     name: RUNTIME_NAME,
     version: { version: VERSION, revision: REVISION },

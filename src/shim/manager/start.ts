@@ -34,7 +34,7 @@ function readStdin(): Buffer {
  */
 export async function parseBootstrap(stdin: Uint8Array, flags: ShimFlags): Promise<Bootstrap | undefined> {
   if (stdin.length === 0) return undefined;
-  const { containerd } = await import('../../gen/proto');
+  const { containerd } = await import('../../gen/actions');
   try {
     const bp = containerd.runtime.bootstrap.v1.BootstrapParams.decode(stdin);
     if (bp.instanceId === flags.id && bp.namespace === flags.namespace) {
@@ -105,7 +105,7 @@ export async function start(flags: ShimFlags): Promise<void> {
   // 1.6/1.7 reconnect after a daemon restart from this file; 2.x migrates from it.
   fs.writeFileSync(path.join(bundle, 'address'), address, { mode: 0o600 });
   if (bootstrap) {
-    const { containerd } = await import('../../gen/proto');
+    const { containerd } = await import('../../gen/actions');
     const result = containerd.runtime.bootstrap.v1.BootstrapResult.encode({ version: 2, address, protocol: 'ttrpc' }).finish();
     process.stdout.write(result);
   } else {
