@@ -6,6 +6,8 @@
       'target_name': 'kybernate',
       'sources': [
         'native/addon.cc',
+        'native/cuda.cc',
+        'native/cuda_driver.cc',
         'native/errors.cc',
         'native/fd.cc',
         'native/mount.cc',

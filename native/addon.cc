@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon.h"
+#include "cuda.h"
 #include "fd.h"
 #include "mount.h"
 #include "oom.h"
@@ -37,6 +38,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   fn("watchOomV1", WatchOomV1);
   fn("unwatchOomV1", UnwatchOomV1);
   fn("oomWatchActive", OomWatchActive);
+  fn("cudaDriverVersion", CudaDriverVersion);
+  fn("cudaListGpus", CudaListGpus);
+  fn("cudaGetState", CudaGetState);
+  fn("cudaGetRestoreThreadId", CudaGetRestoreThreadId);
+  fn("cudaLock", CudaLock);
+  fn("cudaCheckpoint", CudaCheckpoint);
+  fn("cudaRestore", CudaRestore);
+  fn("cudaUnlock", CudaUnlock);
+  fn("cudaCheckRunnable", CudaCheckRunnable);
   ExportMountConstants(env, exports);
   return exports;
 }

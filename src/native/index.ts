@@ -5,6 +5,7 @@ import path from 'node:path';
 import { NativeError } from './errors';
 
 export { NativeError } from './errors';
+export * as cuda from './cuda';
 
 /** Options of spawn(): argv0 is `file`; a `file` without '/' is searched in the env's PATH. */
 export interface SpawnOptions {
@@ -90,6 +91,11 @@ function load(): Binding {
 
 function addon(): Binding {
   return (binding ??= load());
+}
+
+/** The loaded addon, for the wrappers of one area each (cuda.ts) that declare their own exports' types. */
+export function nativeBinding(): object {
+  return addon();
 }
 
 /** Runs a synchronous native call; its failures become NativeError (stack: this call). */
