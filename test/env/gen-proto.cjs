@@ -30,7 +30,9 @@ const bin = (name) => path.join(root, 'node_modules', '.bin', name);
 function generate(name, files) {
   const js = path.join(outDir, `${name}.js`);
   execFileSync(bin('pbjs'), [
-    '-t', 'static-module', '-w', 'commonjs', '--force-long', '--no-beautify',
+    // Each module gets its own protobuf.roots entry: with the shared default root, loading both would
+    // let the second replace the first's namespaces.
+    '-t', 'static-module', '-w', 'commonjs', '-r', `kybernate_${name}`, '--force-long', '--no-beautify',
     '--no-delimited', '--no-verify', '--no-convert', '--no-service',
     '-p', protoDir, '-o', js, ...files.map((f) => path.join(protoDir, f)),
   ], { cwd: protoDir, stdio: 'inherit' });

@@ -2,6 +2,7 @@
 // containerd shim contract (docs: shared research shim-protocol.md §1.4, §1.9, §2.6, gotcha 23).
 import { describe, expect, it } from 'vitest';
 import Long from 'long';
+import { containerd as actions } from '../../src/gen/actions';
 import { containerd, google, io, runtimeoptions, ttrpc } from '../../src/gen/proto';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -127,7 +128,9 @@ describe('byte-exact examples', () => {
       exitedAt: { seconds: Long.fromNumber(1767225600), nanos: 5 },
     }).finish();
     expect(hex(bytes)).toBe(expected.replace(/ /g, ''));
-    const back = containerd.task.v3.DeleteResponse.decode(fromHex(expected));
+    // The delete action prints it from the small actions module: the same bytes must come out of both.
+    expect(hex(actions.task.v2.DeleteResponse.encode({ pid: 4242, exitStatus: 137, exitedAt: { seconds: Long.fromNumber(1767225600), nanos: 5 } }).finish())).toBe(expected.replace(/ /g, ''));
+    const back = actions.task.v2.DeleteResponse.decode(fromHex(expected));
     expect(back.pid).toBe(4242);
     expect(back.exitStatus).toBe(137);
     expect((back.exitedAt?.seconds as Long).toNumber()).toBe(1767225600);
