@@ -167,7 +167,12 @@ export class ProcessIO {
   }
 
   private closeConsoleSocket(): void {
-    if (this.consoleListenFd >= 0) native.close(this.consoleListenFd);
+    if (this.consoleListenFd >= 0) {
+      native.close(this.consoleListenFd);
+      // A receiveFd still waiting (runc failed before sending the pty) holds a threadpool thread until
+      // it times out; a connection that sends nothing ends it now.
+      if (this.master < 0 && this.consoleSocketPath) net.connect(this.consoleSocketPath).on('error', () => undefined).on('connect', function (this: net.Socket) { this.destroy(); });
+    }
     this.consoleListenFd = -1;
     if (this.consoleSocketPath) fs.rmSync(path.dirname(this.consoleSocketPath), { recursive: true, force: true });
   }
