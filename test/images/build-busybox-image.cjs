@@ -13,6 +13,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const zlib = require('node:zlib');
 const { execFileSync } = require('node:child_process');
+const tarStream = require('tar-stream');
 
 const IMAGE_NAME = 'docker.io/library/busybox:kybernate-test';
 // 2024-01-01T00:00:00Z: a fixed timestamp keeps digests stable across rebuilds.
@@ -32,53 +33,23 @@ function parseArgs(argv) {
   return out;
 }
 
-// --- a minimal ustar writer (regular files, directories, symlinks; names < 100 bytes) ---
-
-function octal(n, width) {
-  return n.toString(8).padStart(width - 1, '0') + '\0';
-}
-
-function tarHeader({ name, type, mode, size = 0, linkname = '' }) {
-  if (Buffer.byteLength(name) >= 100 || Buffer.byteLength(linkname) >= 100) {
-    throw new Error(`tar name too long for ustar: ${name}`);
-  }
-  const h = Buffer.alloc(512, 0);
-  h.write(name, 0, 'utf8');
-  h.write(octal(mode, 8), 100, 'ascii');
-  h.write(octal(0, 8), 108, 'ascii'); // uid
-  h.write(octal(0, 8), 116, 'ascii'); // gid
-  h.write(octal(size, 12), 124, 'ascii');
-  h.write(octal(EPOCH, 12), 136, 'ascii');
-  h.write('        ', 148, 'ascii'); // checksum is computed with this field as spaces
-  h.write(type, 156, 'ascii');
-  h.write(linkname, 157, 'utf8');
-  h.write('ustar\0', 257, 'ascii');
-  h.write('00', 263, 'ascii');
-  h.write('root', 265, 'ascii');
-  h.write('root', 297, 'ascii');
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(octal(sum, 7) + ' ', 148, 'ascii');
-  return h;
-}
+// --- tar archives (tar-stream), with fixed owner and mtime so that digests are reproducible ---
 
 /** entries: {name, type: 'file'|'dir'|'symlink', mode, data?, linkname?} → tar bytes */
 function tar(entries) {
-  const parts = [];
+  const pack = tarStream.pack();
+  const chunks = [];
+  pack.on('data', (c) => chunks.push(c));
+  const done = new Promise((resolve, reject) => { pack.on('end', resolve); pack.on('error', reject); });
   for (const e of entries) {
-    if (e.type === 'dir') {
-      parts.push(tarHeader({ name: e.name.endsWith('/') ? e.name : `${e.name}/`, type: '5', mode: e.mode }));
-    } else if (e.type === 'symlink') {
-      parts.push(tarHeader({ name: e.name, type: '2', mode: 0o777, linkname: e.linkname }));
-    } else {
-      parts.push(tarHeader({ name: e.name, type: '0', mode: e.mode, size: e.data.length }));
-      parts.push(e.data);
-      const pad = (512 - (e.data.length % 512)) % 512;
-      if (pad) parts.push(Buffer.alloc(pad, 0));
-    }
+    const header = { name: e.name, mode: e.type === 'symlink' ? 0o777 : e.mode, mtime: new Date(EPOCH * 1000),
+      uid: 0, gid: 0, uname: 'root', gname: 'root' };
+    if (e.type === 'dir') pack.entry({ ...header, type: 'directory' });
+    else if (e.type === 'symlink') pack.entry({ ...header, type: 'symlink', linkname: e.linkname });
+    else pack.entry({ ...header, type: 'file', size: e.data.length }, e.data);
   }
-  parts.push(Buffer.alloc(1024, 0));
-  return Buffer.concat(parts);
+  pack.finalize();
+  return done.then(() => Buffer.concat(chunks));
 }
 
 // --- image content ---
@@ -117,8 +88,8 @@ function blob(buf, mediaType) {
   return { buf, descriptor: { mediaType, digest: `sha256:${sha256(buf)}`, size: buf.length } };
 }
 
-function buildImage(busyboxPath) {
-  const layerTar = tar(rootfsEntries(busyboxPath));
+async function buildImage(busyboxPath) {
+  const layerTar = await tar(rootfsEntries(busyboxPath));
   const layer = blob(zlib.gzipSync(layerTar, { level: 9 }), 'application/vnd.oci.image.layer.v1.tar+gzip');
   const config = blob(Buffer.from(JSON.stringify({
     created: CREATED,
@@ -158,9 +129,9 @@ function buildImage(busyboxPath) {
   ]);
 }
 
-function main() {
+async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const archive = buildImage(args.busybox);
+  const archive = await buildImage(args.busybox);
   fs.mkdirSync(path.dirname(args.out), { recursive: true });
   // Written beside the target and renamed, so a concurrent reader never sees half a file.
   const tmp = `${args.out}.${process.pid}.tmp`;
@@ -169,5 +140,10 @@ function main() {
   console.log(`wrote ${path.relative(process.cwd(), args.out)} (${IMAGE_NAME}, ${archive.length} bytes)`);
 }
 
-if (require.main === module) main();
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err.message);
+    process.exit(1);
+  });
+}
 module.exports = { IMAGE_NAME, buildImage, tar };
