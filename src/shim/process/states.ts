@@ -17,6 +17,7 @@ export interface StateHost {
   recordExit(exit: ExitInfo): void;
 }
 
+// Every operation is async, so that a refusal is a rejected promise, never a synchronous throw.
 export abstract class State implements ProcessOps {
   abstract readonly name: StatusName;
   constructor(protected readonly p: StateHost) {}
@@ -24,12 +25,12 @@ export abstract class State implements ProcessOps {
   protected refuse(op: string): never {
     throw new KybernateError('KYB_ERR_FAILED_PRECONDITION', `cannot ${op} ${this.p.kind} process in ${this.name} state`);
   }
-  start(): Promise<void> { this.refuse('start'); }
-  delete(): Promise<void> { this.refuse('delete'); }
-  pause(): Promise<void> { this.refuse('pause'); }
-  resume(): Promise<void> { this.refuse('resume'); }
-  update(_resourcesJson: string): Promise<void> { this.refuse('update'); }
-  kill(_signal: number, _all: boolean): Promise<void> { this.refuse('kill'); }
+  async start(): Promise<void> { this.refuse('start'); }
+  async delete(): Promise<void> { this.refuse('delete'); }
+  async pause(): Promise<void> { this.refuse('pause'); }
+  async resume(): Promise<void> { this.refuse('resume'); }
+  async update(_resourcesJson: string): Promise<void> { this.refuse('update'); }
+  async kill(_signal: number, _all: boolean): Promise<void> { this.refuse('kill'); }
   /** An exit is a fact, legal in every state that has a live process. */
   setExited(exit: ExitInfo): void {
     this.p.recordExit(exit);
