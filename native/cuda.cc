@@ -25,26 +25,29 @@ struct Baton {
   cuda::Error err;
   int intResult = 0;
   std::vector<cuda::Gpu> gpus;
-  double driverMs = 0;  // time inside work(), the driver call included
-};
-
-// Shared by the call thread (which may outlive everything else if the driver hangs) and the waiter.
-struct Shared {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Baton baton;
+  double nativeMs = 0;  // time inside work(): the frozen check and the driver call
 };
 
 // What the JS thread settles the Promise with.
 struct Outcome {
   Napi::Promise::Deferred deferred;
-  Baton baton;  // a copy taken by the waiter: the call thread may still own Shared
+  Baton baton;
   bool hung = false;
   uint32_t watchdogMs = 0;
 };
 
-Napi::Value ToJs(Napi::Env env, const Baton& b) {
+// Shared by the call thread (which may stay blocked in the driver for good) and the watchdog thread.
+// Whichever finishes first sets `settled` and is the one that hands the Outcome to the JS thread.
+struct Shared {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool settled = false;
+  Outcome* outcome = nullptr;
+  Napi::ThreadSafeFunction tsfn;
+};
+
+Napi::Value Value(Napi::Env env, const Baton& b) {
   if (b.op == "listGpus") {
     Napi::Array arr = Napi::Array::New(env, b.gpus.size());
     for (size_t i = 0; i < b.gpus.size(); ++i) {
@@ -60,6 +63,15 @@ Napi::Value ToJs(Napi::Env env, const Baton& b) {
   if (b.op == "driverVersion" || b.op == "getState" || b.op == "getRestoreThreadId")
     return Napi::Number::New(env, b.intResult);
   return env.Undefined();
+}
+
+// { value, nativeMs }: nativeMs is the time on the call thread (frozen check + driver call), which
+// lets callers tell the driver's time from the cost of the threads and the Promise around it.
+Napi::Value ToJs(Napi::Env env, const Baton& b) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("value", Value(env, b));
+  o.Set("nativeMs", Napi::Number::New(env, b.nativeMs));
+  return o;
 }
 
 Napi::Error MakeCudaError(Napi::Env env, const std::string& op, pid_t pid, const cuda::Error& e) {
@@ -90,43 +102,55 @@ void Settle(Napi::Env env, Outcome* o) {
   }
 }
 
-// Starts the call thread and a waiter thread that settles the Promise when the call ends or the
-// watchdog expires, whichever is first. The ThreadSafeFunction keeps the event loop alive until then.
+// Hands the outcome to the JS thread and drops this call's hold on the event loop.
+void Deliver(Napi::ThreadSafeFunction tsfn, Outcome* outcome) {
+  napi_status st = tsfn.BlockingCall([outcome](Napi::Env env, Napi::Function) {
+    Settle(env, outcome);
+    delete outcome;
+  });
+  if (st != napi_ok) delete outcome;  // the environment is gone; nobody waits for the Promise
+  tsfn.Release();
+}
+
+// Starts the call thread and a watchdog thread. The call thread settles the Promise itself when the
+// driver returns in time (one hop to the JS thread); otherwise the watchdog rejects it when watchdogMs
+// expires. The ThreadSafeFunction keeps the event loop alive until one of them did.
 Napi::Value Start(Napi::Env env, Baton baton, uint32_t watchdogMs) {
-  auto* outcome = new Outcome{Napi::Promise::Deferred::New(env), {}, false, watchdogMs};
+  auto* outcome = new Outcome{Napi::Promise::Deferred::New(env), std::move(baton), false, watchdogMs};
   Napi::Promise promise = outcome->deferred.Promise();
-  Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(
+  auto shared = std::make_shared<Shared>();
+  shared->outcome = outcome;
+  shared->tsfn = Napi::ThreadSafeFunction::New(
       env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "kybernate.cuda", 0, 1);
 
-  auto shared = std::make_shared<Shared>();
-  shared->baton = std::move(baton);
-  std::thread([shared, tsfn, outcome, watchdogMs]() mutable {
-    std::thread([shared] {
-      Baton& b = shared->baton;  // only this thread touches it until done is set
-      auto t0 = std::chrono::steady_clock::now();
-      b.work(b);
-      b.driverMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  // Until `settled`, only the call thread touches outcome->baton; op and pid are never written.
+  std::thread([shared] {
+    Baton& b = shared->outcome->baton;
+    auto t0 = std::chrono::steady_clock::now();
+    b.work(b);
+    b.nativeMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    bool mine;
+    {
       std::lock_guard<std::mutex> lk(shared->mu);
       shared->done = true;
+      mine = !shared->settled;
+      shared->settled = true;
       shared->cv.notify_all();
-    }).detach();
-    {
-      std::unique_lock<std::mutex> lk(shared->mu);
-      bool done = shared->cv.wait_for(lk, std::chrono::milliseconds(watchdogMs), [&] { return shared->done; });
-      if (done) {
-        outcome->baton = std::move(shared->baton);
-      } else {
-        outcome->hung = true;
-        outcome->baton.op = shared->baton.op;  // op and pid are not written by the call thread
-        outcome->baton.pid = shared->baton.pid;
-      }
     }
-    napi_status st = tsfn.BlockingCall([outcome](Napi::Env env, Napi::Function) {
-      Settle(env, outcome);
-      delete outcome;
-    });
-    if (st != napi_ok) delete outcome;  // the environment is gone; nobody waits for the Promise
-    tsfn.Release();
+    if (mine) Deliver(shared->tsfn, shared->outcome);
+    else delete shared->outcome;  // the watchdog rejected the Promise with its own copy
+  }).detach();
+
+  std::thread([shared, watchdogMs] {
+    std::unique_lock<std::mutex> lk(shared->mu);
+    if (shared->cv.wait_for(lk, std::chrono::milliseconds(watchdogMs), [&] { return shared->done; })) return;
+    shared->settled = true;
+    // The call thread may still write the baton's outputs, so the rejection gets a copy of op/pid only.
+    auto* hung = new Outcome{shared->outcome->deferred, Baton{}, true, shared->outcome->watchdogMs};
+    hung->baton.op = shared->outcome->baton.op;
+    hung->baton.pid = shared->outcome->baton.pid;
+    lk.unlock();
+    Deliver(shared->tsfn, hung);
   }).detach();
   return promise;
 }

@@ -2,7 +2,8 @@
 // Promise and runs on its own pair of detached threads, never on the libuv pool: a driver call on a
 // process that cannot run never returns, and must not take a pool thread with it. The caller passes a
 // watchdog (ms); when it expires the Promise rejects with KYB_ERR_CUDA_HUNG and the stuck thread is
-// abandoned (it still holds nothing the JS side needs).
+// abandoned (it still holds nothing the JS side needs). Promises resolve to { value, nativeMs }, where
+// nativeMs is the time spent on the call thread (frozen check + driver call).
 #ifndef KYBERNATE_CUDA_H_
 #define KYBERNATE_CUDA_H_
 

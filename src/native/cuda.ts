@@ -45,16 +45,22 @@ export class CudaError extends NativeError {
   }
 }
 
+/** What every native call resolves to: nativeMs = time on its call thread (frozen check + driver call). */
+interface Timed<T> {
+  value: T;
+  nativeMs: number;
+}
+
 /** The addon's CUDA exports (native/cuda.h). */
 interface CudaBinding {
-  cudaDriverVersion(watchdogMs: number): Promise<number>;
-  cudaListGpus(watchdogMs: number): Promise<GpuInfo[]>;
-  cudaGetState(pid: number, watchdogMs: number): Promise<number>;
-  cudaGetRestoreThreadId(pid: number, watchdogMs: number): Promise<number>;
-  cudaLock(pid: number, timeoutMs: number, watchdogMs: number): Promise<void>;
-  cudaCheckpoint(pid: number, watchdogMs: number): Promise<void>;
-  cudaRestore(pid: number, pairs: GpuPair[], watchdogMs: number): Promise<void>;
-  cudaUnlock(pid: number, watchdogMs: number): Promise<void>;
+  cudaDriverVersion(watchdogMs: number): Promise<Timed<number>>;
+  cudaListGpus(watchdogMs: number): Promise<Timed<GpuInfo[]>>;
+  cudaGetState(pid: number, watchdogMs: number): Promise<Timed<number>>;
+  cudaGetRestoreThreadId(pid: number, watchdogMs: number): Promise<Timed<number>>;
+  cudaLock(pid: number, timeoutMs: number, watchdogMs: number): Promise<Timed<void>>;
+  cudaCheckpoint(pid: number, watchdogMs: number): Promise<Timed<void>>;
+  cudaRestore(pid: number, pairs: GpuPair[], watchdogMs: number): Promise<Timed<void>>;
+  cudaUnlock(pid: number, watchdogMs: number): Promise<Timed<void>>;
   cudaCheckRunnable(pid: number): void;
 }
 
@@ -94,12 +100,16 @@ function convert(err: unknown, site: Error): unknown {
 }
 
 /** One native call: concurrency-limited, with the caller's stack on failure. */
-async function call<T>(site: Error, fn: (n: CudaBinding) => Promise<T>): Promise<T> {
+async function timed<T>(site: Error, fn: (n: CudaBinding) => Promise<Timed<T>>): Promise<Timed<T>> {
   try {
     return await slot(() => fn(b()));
   } catch (err) {
     throw convert(err, site);
   }
+}
+
+async function call<T>(site: Error, fn: (n: CudaBinding) => Promise<Timed<T>>): Promise<T> {
+  return (await timed(site, fn)).value;
 }
 
 const STATES: readonly CudaProcessState[] = ['running', 'locked', 'checkpointed', 'failed'];
@@ -157,16 +167,21 @@ export function checkRunnable(pid: number): void {
   }
 }
 
+/** Wall time of each step as the caller sees it, and (…NativeMs) the part spent on the call thread. */
 export interface SuspendTimings {
   lockMs: number;
   checkpointMs: number;
   totalMs: number;
+  lockNativeMs: number;
+  checkpointNativeMs: number;
 }
 
 export interface ResumeTimings {
   restoreMs: number;
   unlockMs: number;
   totalMs: number;
+  restoreNativeMs: number;
+  unlockNativeMs: number;
 }
 
 /**
@@ -175,25 +190,27 @@ export interface ResumeTimings {
  * Freeze the process (if wanted) only after this resolves.
  */
 export async function suspend(pid: number, opts: { lockTimeoutMs?: number } & CallOptions = {}): Promise<SuspendTimings> {
+  const lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
   const t0 = performance.now();
-  await lock(pid, opts.lockTimeoutMs ?? 10_000, opts);
+  const l = await timed(new Error(), (n) => n.cudaLock(pid, lockTimeoutMs, opts.watchdogMs ?? lockTimeoutMs + LOCK_GRACE_MS));
   const t1 = performance.now();
+  let c: Timed<void>;
   try {
-    await checkpoint(pid, opts);
+    c = await timed(new Error(), (n) => n.cudaCheckpoint(pid, opts.watchdogMs ?? TRANSFER_WATCHDOG_MS));
   } catch (err) {
     if ((await getState(pid).catch(() => undefined)) === 'locked') await unlock(pid).catch(() => undefined);
     throw err;
   }
   const t2 = performance.now();
-  return { lockMs: t1 - t0, checkpointMs: t2 - t1, totalMs: t2 - t0 };
+  return { lockMs: t1 - t0, checkpointMs: t2 - t1, totalMs: t2 - t0, lockNativeMs: l.nativeMs, checkpointNativeMs: c.nativeMs };
 }
 
 /** restore + unlock; thaw a frozen process before calling this. */
 export async function resume(pid: number, opts: { gpuPairs?: readonly GpuPair[] } & CallOptions = {}): Promise<ResumeTimings> {
   const t0 = performance.now();
-  await restore(pid, opts.gpuPairs ?? [], opts);
+  const r = await timed(new Error(), (n) => n.cudaRestore(pid, [...(opts.gpuPairs ?? [])], opts.watchdogMs ?? TRANSFER_WATCHDOG_MS));
   const t1 = performance.now();
-  await unlock(pid, opts);
+  const u = await timed(new Error(), (n) => n.cudaUnlock(pid, opts.watchdogMs ?? QUERY_WATCHDOG_MS));
   const t2 = performance.now();
-  return { restoreMs: t1 - t0, unlockMs: t2 - t1, totalMs: t2 - t0 };
+  return { restoreMs: t1 - t0, unlockMs: t2 - t1, totalMs: t2 - t0, restoreNativeMs: r.nativeMs, unlockNativeMs: u.nativeMs };
 }

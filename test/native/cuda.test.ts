@@ -104,8 +104,8 @@ describe.skipIf(!addonBuilt())('CUDA calls against a fake libcuda.so.1 (KYBERNAT
     for (const k of ['lock', 'checkpoint', 'restore', 'unlock']) expect(r[k]).toEqual({ ok: true });
     expect(r.unlockRunning).toMatchObject({ ok: false, name: 'CudaError', code: 'CUDA_ERROR_ILLEGAL_STATE', cudaError: 'CUDA_ERROR_ILLEGAL_STATE', op: 'unlock', stackHasCaller: true });
     expect(r.unlockRunning.message).toMatch(/^unlock pid \d+: CUDA_ERROR_ILLEGAL_STATE \(/);
-    expect(Object.keys(r.suspend.value).sort()).toEqual(['checkpointMs', 'lockMs', 'totalMs']);
-    expect(Object.keys(r.resume.value).sort()).toEqual(['restoreMs', 'totalMs', 'unlockMs']);
+    expect(Object.keys(r.suspend.value).sort()).toEqual(['checkpointMs', 'checkpointNativeMs', 'lockMs', 'lockNativeMs', 'totalMs']);
+    expect(Object.keys(r.resume.value).sort()).toEqual(['restoreMs', 'restoreNativeMs', 'totalMs', 'unlockMs', 'unlockNativeMs']);
     expect(r.restoreTid.ok).toBe(true);
     expect(r.badPair).toMatchObject({ ok: false, name: 'TypeError' });
     expect(r.noSuchPid).toMatchObject({ ok: false, code: 'ESRCH', op: 'lock' });
