@@ -1,118 +1,113 @@
-// Minimal gRPC client for containerd's own API over its unix socket (HTTP/2 prior knowledge), for the calls
-// that `ctr` does not offer in every version: Tasks.Update (no `ctr task update` in 1.6 – 2.1) and a
-// background Events.Subscribe stream. Messages are encoded by hand; only the fields used here are known.
-import http2 from 'node:http2';
-import net from 'node:net';
-import protobuf from 'protobufjs/minimal';
+// containerd's own gRPC API over its unix socket, for what `ctr` does not offer in every version:
+// Tasks.Update (no `ctr task update` in 1.6 – 2.1), Tasks.Delete with its exit status, and a background
+// Events.Subscribe stream. Transport is @grpc/grpc-js; messages are the generated protobufjs codecs of
+// proto/containerd/services/{tasks,events}/v1.
+import * as grpc from '@grpc/grpc-js';
+import { containerd } from '../../../src/gen/proto';
 
-export class GrpcError extends Error {
-  constructor(readonly code: number, message: string) {
-    super(`grpc status ${code}: ${message}`);
+const tasks = containerd.services.tasks.v1;
+const events = containerd.services.events.v1;
+const Empty = { decode: (): Record<string, never> => ({}) };
+
+/** Per-call deadline, so that a hung daemon fails the call with its method name instead of hanging the test. */
+const CALL_TIMEOUT_MS = 30_000;
+
+interface Encoder<T> { encode(m: T): { finish(): Uint8Array } }
+interface Decoder<T> { decode(b: Uint8Array): T }
+
+const serializer = <T>(type: Encoder<T>) => (m: T): Buffer => {
+  const b = type.encode(m).finish();
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+};
+
+/** One grpc-js channel to a containerd; calls carry `containerd-namespace` when a namespace is given. */
+export class ContainerdClient {
+  private readonly client: grpc.Client;
+
+  constructor(address: string, readonly namespace?: string) {
+    this.client = new grpc.Client(`unix://${address}`, grpc.credentials.createInsecure());
   }
-}
 
-function frame(msg: Uint8Array): Buffer {
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(msg.length, 1);
-  return Buffer.concat([head, msg]);
-}
-
-/** Splits a byte stream of length-prefixed gRPC messages; returns the unconsumed tail. */
-function unframe(buf: Buffer, onMessage: (m: Buffer) => void): Buffer {
-  let off = 0;
-  while (buf.length - off >= 5) {
-    const len = buf.readUInt32BE(off + 1);
-    if (buf.length - off - 5 < len) break;
-    onMessage(buf.subarray(off + 5, off + 5 + len));
-    off += 5 + len;
+  private metadata(): grpc.Metadata {
+    const md = new grpc.Metadata();
+    if (this.namespace) md.set('containerd-namespace', this.namespace);
+    return md;
   }
-  return buf.subarray(off);
-}
 
-function open(address: string, namespace: string, path: string, body: Uint8Array) {
-  const session = http2.connect('http://localhost', { createConnection: () => net.connect(address) });
-  session.on('error', () => { /* surfaced through the stream */ });
-  const stream = session.request({
-    ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers',
-    'containerd-namespace': namespace,
-  });
-  stream.end(frame(body));
-  return { session, stream };
-}
-
-function statusOf(headers: http2.IncomingHttpHeaders): { code: number; message: string } | undefined {
-  const s = headers['grpc-status'];
-  if (s === undefined) return undefined;
-  return { code: Number(s), message: decodeURIComponent(String(headers['grpc-message'] ?? '')) };
-}
-
-export function unary(address: string, namespace: string, path: string, body: Uint8Array): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const { session, stream } = open(address, namespace, path, body);
-    let buf: Buffer = Buffer.alloc(0);
-    const msgs: Buffer[] = [];
-    let status: { code: number; message: string } | undefined;
-    stream.on('response', (h) => { status ??= statusOf(h); });
-    stream.on('trailers', (h) => { status ??= statusOf(h); });
-    stream.on('data', (d: Buffer) => { buf = unframe(Buffer.concat([buf, d]), (m) => msgs.push(Buffer.from(m))); });
-    stream.on('error', (err) => { session.close(); reject(err); });
-    stream.on('close', () => {
-      session.close();
-      if (!status) reject(new Error(`${path}: stream closed without grpc-status`));
-      else if (status.code !== 0) reject(new GrpcError(status.code, status.message));
-      else resolve(msgs[0] ?? Buffer.alloc(0));
+  unary<Req, Res>(method: string, reqType: Encoder<Req>, resType: Decoder<Res>, req: Req): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(method, serializer(reqType), (b: Buffer) => resType.decode(b), req, this.metadata(),
+        { deadline: Date.now() + CALL_TIMEOUT_MS }, (err, res) => {
+          if (err) reject(new Error(`${method}: ${err.message}`, { cause: err }));
+          else resolve(res as Res);
+        });
     });
-  });
+  }
+
+  serverStream<Req, Res>(method: string, reqType: Encoder<Req>, resType: Decoder<Res>, req: Req):
+    grpc.ClientReadableStream<Res> {
+    return this.client.makeServerStreamRequest(method, serializer(reqType), (b: Buffer) => resType.decode(b), req,
+      this.metadata());
+  }
+
+  close(): void {
+    this.client.close();
+  }
 }
 
-function encodeAny(typeUrl: string, value: Uint8Array): Uint8Array {
-  return protobuf.Writer.create().uint32(10).string(typeUrl).uint32(18).bytes(value).finish();
+async function once<T>(address: string, namespace: string, fn: (c: ContainerdClient) => Promise<T>): Promise<T> {
+  const c = new ContainerdClient(address, namespace);
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
 }
 
 /** containerd.services.tasks.v1.Tasks/Update with an OCI LinuxResources (containerd's JSON type URL). */
 export async function updateTaskResources(address: string, namespace: string, containerId: string,
   resources: unknown): Promise<void> {
-  const any = encodeAny('types.containerd.io/opencontainers/runtime-spec/1/LinuxResources',
-    Buffer.from(JSON.stringify(resources)));
-  const req = protobuf.Writer.create().uint32(10).string(containerId).uint32(18).bytes(any).finish();
-  await unary(address, namespace, '/containerd.services.tasks.v1.Tasks/Update', req);
+  await once(address, namespace, (c) => c.unary('/containerd.services.tasks.v1.Tasks/Update', tasks.UpdateTaskRequest,
+    Empty, {
+      containerId,
+      resources: {
+        type_url: 'types.containerd.io/opencontainers/runtime-spec/1/LinuxResources',
+        value: Buffer.from(JSON.stringify(resources)),
+      },
+    }));
+}
+
+/** containerd.services.tasks.v1.Tasks/Delete of a stopped task; returns its init pid and exit status. */
+export async function deleteTask(address: string, namespace: string, containerId: string):
+  Promise<{ pid: number; exitStatus: number }> {
+  const res = await once(address, namespace, (c) => c.unary('/containerd.services.tasks.v1.Tasks/Delete',
+    tasks.DeleteTaskRequest, tasks.DeleteResponse, { containerId }));
+  return { pid: res.pid, exitStatus: res.exitStatus };
 }
 
 export interface EventEnvelope { namespace: string; topic: string; typeUrl: string; value: Buffer }
 
-function decodeEnvelope(b: Buffer): EventEnvelope {
-  const r = protobuf.Reader.create(b);
-  const env: EventEnvelope = { namespace: '', topic: '', typeUrl: '', value: Buffer.alloc(0) };
-  while (r.pos < r.len) {
-    const tag = r.uint32();
-    switch (tag >>> 3) {
-      case 2: env.namespace = r.string(); break;
-      case 3: env.topic = r.string(); break;
-      case 4: {
-        const a = protobuf.Reader.create(r.bytes());
-        while (a.pos < a.len) {
-          const t = a.uint32();
-          if (t >>> 3 === 1) env.typeUrl = a.string();
-          else if (t >>> 3 === 2) env.value = Buffer.from(a.bytes());
-          else a.skipType(t & 7);
-        }
-        break;
-      }
-      default: r.skipType(tag & 7);
-    }
-  }
-  return env;
+function toEnvelope(e: containerd.types.Envelope): EventEnvelope {
+  return {
+    namespace: e.namespace, topic: e.topic, typeUrl: e.event?.type_url ?? '',
+    value: Buffer.from(e.event?.value ?? new Uint8Array()),
+  };
 }
 
-/** First string field (field 1) of an event, which is container_id for every /tasks/* event. */
+const TASK_EVENT_PREFIX = 'containerd.events.';
+const TASK_EVENTS: Record<string, Decoder<{ containerId: string }>> = {
+  TaskCreate: containerd.events.TaskCreate, TaskStart: containerd.events.TaskStart,
+  TaskDelete: containerd.events.TaskDelete, TaskExit: containerd.events.TaskExit, TaskOOM: containerd.events.TaskOOM,
+  TaskExecAdded: containerd.events.TaskExecAdded, TaskExecStarted: containerd.events.TaskExecStarted,
+  TaskPaused: containerd.events.TaskPaused, TaskResumed: containerd.events.TaskResumed,
+  TaskCheckpointed: containerd.events.TaskCheckpointed,
+};
+
+/** The container id of a /tasks/* event; '' for any other event. */
 export function eventContainerId(e: EventEnvelope): string {
-  const r = protobuf.Reader.create(e.value);
-  while (r.pos < r.len) {
-    const t = r.uint32();
-    if (t >>> 3 === 1 && (t & 7) === 2) return r.string();
-    r.skipType(t & 7);
-  }
-  return '';
+  if (!e.typeUrl.startsWith(TASK_EVENT_PREFIX)) return '';
+  const type = TASK_EVENTS[e.typeUrl.slice(TASK_EVENT_PREFIX.length)];
+  return type ? type.decode(e.value).containerId : '';
 }
 
 export interface EventWatch {
@@ -125,27 +120,30 @@ export interface EventWatch {
 const SYNC_TOPIC = '/kybernate/e2e/sync';
 
 /**
- * Subscribes to containerd's event stream (like `ctr events`, in the background). gRPC sends no headers before
- * the first event, so this publishes a marker event until it comes back: after that nothing is missed.
+ * Subscribes to containerd's event stream of every namespace (like `ctr events`, in the background).
+ * containerd sends no response headers before the first event, so nothing tells when the subscription is
+ * live; this publishes a marker event until it comes back: after that nothing is missed.
  */
 export async function watchEvents(address: string, namespace: string): Promise<EventWatch> {
-  const { session, stream } = open(address, '', '/containerd.services.events.v1.Events/Subscribe', new Uint8Array());
-  const events: EventEnvelope[] = [];
+  const subscriber = new ContainerdClient(address);
+  const publisher = new ContainerdClient(address, namespace);
+  const stream = subscriber.serverStream('/containerd.services.events.v1.Events/Subscribe', events.SubscribeRequest,
+    containerd.types.Envelope, {});
+  const seen: EventEnvelope[] = [];
   const waiters: Array<() => void> = [];
-  let buf: Buffer = Buffer.alloc(0);
-  stream.on('data', (d: Buffer) => {
-    buf = unframe(Buffer.concat([buf, d]), (m) => events.push(decodeEnvelope(Buffer.from(m))));
+  stream.on('data', (e: containerd.types.Envelope) => {
+    seen.push(toEnvelope(e));
     for (const wake of waiters.splice(0)) wake();
   });
-  stream.on('error', () => { /* the watch ends; waiters time out */ });
+  stream.on('error', () => { /* the watch ends (close() cancels it too); waiters time out */ });
   const watch: EventWatch = {
-    events,
+    events: seen,
     waitFor(pred, timeoutMs) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(
-          `no matching event within ${timeoutMs} ms; saw: ${events.map((e) => e.topic).join(', ') || 'nothing'}`)), timeoutMs);
+          `no matching event within ${timeoutMs} ms; saw: ${seen.map((e) => e.topic).join(', ') || 'nothing'}`)), timeoutMs);
         const check = (): void => {
-          const hit = events.find(pred);
+          const hit = seen.find(pred);
           if (hit) {
             clearTimeout(timer);
             resolve(hit);
@@ -157,35 +155,22 @@ export async function watchEvents(address: string, namespace: string): Promise<E
       });
     },
     close() {
-      stream.close();
-      session.close();
+      stream.cancel();
+      subscriber.close();
+      publisher.close();
     },
   };
-  const publish = protobuf.Writer.create().uint32(10).string(SYNC_TOPIC)
-    .uint32(18).bytes(encodeAny('kybernate.e2e.Sync', new Uint8Array())).finish();
   const deadline = Date.now() + 10_000;
-  while (!events.some((e) => e.topic === SYNC_TOPIC)) {
-    if (Date.now() > deadline) {
-      watch.close();
-      throw new Error('event subscription did not deliver its marker event');
+  try {
+    while (!seen.some((e) => e.topic === SYNC_TOPIC)) {
+      if (Date.now() > deadline) throw new Error('event subscription did not deliver its marker event');
+      await publisher.unary('/containerd.services.events.v1.Events/Publish', events.PublishRequest, Empty,
+        { topic: SYNC_TOPIC, event: { type_url: 'kybernate.e2e.Sync', value: new Uint8Array() } });
+      await new Promise((r) => setTimeout(r, 100));
     }
-    await unary(address, namespace, '/containerd.services.events.v1.Events/Publish', publish);
-    await new Promise((r) => setTimeout(r, 100));
+  } catch (err) {
+    watch.close();
+    throw err;
   }
   return watch;
-}
-
-/** containerd.services.tasks.v1.Tasks/Delete of a stopped task; returns its init pid and exit status. */
-export async function deleteTask(address: string, namespace: string, containerId: string):
-  Promise<{ pid: number; exitStatus: number }> {
-  const req = protobuf.Writer.create().uint32(10).string(containerId).finish();
-  const r = protobuf.Reader.create(await unary(address, namespace, '/containerd.services.tasks.v1.Tasks/Delete', req));
-  const res = { pid: 0, exitStatus: 0 };
-  while (r.pos < r.len) {
-    const t = r.uint32();
-    if (t >>> 3 === 2) res.pid = r.uint32();
-    else if (t >>> 3 === 3) res.exitStatus = r.uint32();
-    else r.skipType(t & 7);
-  }
-  return res;
 }

@@ -1,22 +1,21 @@
 // Raw ttrpc frames over a unix socket, for sending what a well-behaved client (src/ttrpc) never would.
-// Frame layout: uint32 BE length | uint32 BE stream id | uint8 type | uint8 flags | payload.
+// Well-formed frames and Request envelopes come from src/ttrpc and the generated codecs; the callers
+// hand-make only the deliberately broken bytes (bad payloads, oversized lengths, cut-off headers).
 import net from 'node:net';
 import { ttrpc } from '../../../src/gen/proto';
+import { FrameDecoder, MessageType, encodeFrame, encodeHeader } from '../../../src/ttrpc';
 
-export const REQUEST = 1;
-export const RESPONSE = 2;
+export const REQUEST = MessageType.REQUEST;
+export const RESPONSE = MessageType.RESPONSE;
 
+/** A frame header alone; `length` may promise more (or less) than is ever sent, and may exceed the limit. */
 export function header(length: number, streamId: number, type: number, flags = 0): Buffer {
-  const h = Buffer.alloc(10);
-  h.writeUInt32BE(length, 0);
-  h.writeUInt32BE(streamId, 4);
-  h.writeUInt8(type, 8);
-  h.writeUInt8(flags, 9);
-  return h;
+  return encodeHeader({ length, streamId, type, flags });
 }
 
+/** A correctly framed payload; the payload and the type may still be nonsense. */
 export function frame(streamId: number, type: number, payload: Uint8Array, flags = 0): Buffer {
-  return Buffer.concat([header(payload.length, streamId, type, flags), payload]);
+  return encodeFrame(streamId, type, flags, payload);
 }
 
 export function requestFrame(streamId: number, service: string, method: string, payload: Uint8Array): Buffer {
@@ -27,7 +26,7 @@ export interface RawResponse { streamId: number; code: number; message: string; 
 
 /** A connection that collects Response frames by stream id. */
 export class RawConn {
-  private buf: Buffer = Buffer.alloc(0);
+  private readonly decoder = new FrameDecoder();
   private readonly responses = new Map<number, RawResponse>();
   private wake: (() => void) | undefined;
   closed = false;
@@ -91,20 +90,14 @@ export class RawConn {
   }
 
   private onData(d: Buffer): void {
-    this.buf = Buffer.concat([this.buf, d]);
-    while (this.buf.length >= 10) {
-      const len = this.buf.readUInt32BE(0);
-      if (this.buf.length < 10 + len) break;
-      const streamId = this.buf.readUInt32BE(4);
-      const type = this.buf.readUInt8(8);
-      const payload = this.buf.subarray(10, 10 + len);
-      this.buf = this.buf.subarray(10 + len);
-      if (type === RESPONSE) {
-        const res = ttrpc.Response.decode(payload);
-        this.responses.set(streamId, {
-          streamId, code: res.status?.code ?? 0, message: res.status?.message ?? '', payload: Buffer.from(res.payload),
-        });
-      }
+    for (const r of this.decoder.write(d)) {
+      // A server never sends oversized frames to us; if one did, the waiting test times out and says so.
+      if (r.kind !== 'frame' || r.frame.type !== RESPONSE) continue;
+      const res = ttrpc.Response.decode(r.frame.payload);
+      this.responses.set(r.frame.streamId, {
+        streamId: r.frame.streamId, code: res.status?.code ?? 0, message: res.status?.message ?? '',
+        payload: Buffer.from(res.payload),
+      });
     }
     this.wake?.();
   }
