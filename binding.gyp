@@ -6,6 +6,7 @@
       'target_name': 'kybernate',
       'sources': [
         'native/addon.cc',
+        'native/criu.cc',
         'native/cuda.cc',
         'native/cuda_driver.cc',
         'native/errors.cc',

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon.h"
+#include "criu.h"
 #include "cuda.h"
 #include "fd.h"
 #include "mount.h"
@@ -47,6 +48,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   fn("cudaRestore", CudaRestore);
   fn("cudaUnlock", CudaUnlock);
   fn("cudaCheckRunnable", CudaCheckRunnable);
+  fn("criuVersion", CriuVersion);
+  fn("criuCheck", CriuCheck);
+  fn("criuFeatures", CriuFeatures);
+  fn("criuDump", CriuDump);
+  fn("criuRestore", CriuRestore);
   ExportMountConstants(env, exports);
   return exports;
 }

@@ -6,6 +6,7 @@ import { NativeError } from './errors';
 
 export { NativeError } from './errors';
 export * as cuda from './cuda';
+export * as criu from './criu';
 
 /** Options of spawn(): argv0 is `file`; a `file` without '/' is searched in the env's PATH. */
 export interface SpawnOptions {

@@ -1,0 +1,333 @@
+// The checks behind `kybernate doctor`: each reports a status, what it found and, when not OK, the fix.
+// "required" checks make the doctor exit non-zero when they FAIL; the others only warn.
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { RUNTIME_NAME } from '../../shim/version';
+
+export type Status = 'OK' | 'WARN' | 'FAIL';
+
+export interface CheckResult {
+  name: string;
+  status: Status;
+  value: string;
+  fix?: string;
+  required: boolean;
+  /** Machine-readable details (versions as numbers, lists). */
+  data?: Record<string, unknown>;
+}
+
+const run = promisify(execFile);
+const PROBE_TIMEOUT_MS = 10_000;
+const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin'];
+
+export function which(name: string): string | undefined {
+  for (const d of [...(process.env.PATH ?? '').split(':'), ...SBIN]) {
+    if (!d) continue;
+    const p = path.join(d, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+async function output(file: string, args: string[]): Promise<{ ok: boolean; text: string }> {
+  try {
+    const { stdout, stderr } = await run(file, args, { timeout: 30_000 });
+    return { ok: true, text: `${stdout}${stderr}`.trim() };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    return { ok: false, text: `${e.stdout ?? ''}${e.stderr ?? ''}`.trim() || e.message };
+  }
+}
+
+const CRIU_FIX = 'install CRIU >= 4.0 with libcriu (Debian: apt-get install -t trixie criu libcriu-dev), ' +
+  'or set KYBERNATE_CRIU / KYBERNATE_LIBCRIU to their paths';
+
+export async function criuChecks(): Promise<CheckResult[]> {
+  const criu = await import('../../native/criu');
+  const out: CheckResult[] = [];
+  let v: number;
+  try {
+    v = await criu.version();
+  } catch (err) {
+    return [{ name: 'criu', status: 'FAIL', value: (err as Error).message, fix: CRIU_FIX, required: true }];
+  }
+  const bin = criu.criuBinary() ?? 'criu';
+  out.push({
+    name: 'criu',
+    status: v >= 40000 ? 'OK' : 'WARN',
+    value: `${criu.formatVersion(v)} (${bin}, libcriu ${process.env.KYBERNATE_LIBCRIU || 'libcriu.so.2'})`,
+    fix: v >= 40000 ? undefined : 'CRIU < 4.0 is untested (3.17 fails on kernels >= 6.x); install CRIU >= 4.0',
+    required: true,
+    data: { version: v, binary: bin },
+  });
+
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kybernate-doctor-'));
+  try {
+    let rpcError: string | undefined;
+    try {
+      await criu.check({ workDir: work });
+    } catch (err) {
+      const e = err as { message: string; logErrors?: string[] };
+      rpcError = e.logErrors?.length ? e.logErrors.join('; ') : e.message;
+    }
+    if (rpcError === undefined) {
+      out.push({ name: 'criu check', status: 'OK', value: 'Looks good (libcriu)', required: true, data: { via: 'libcriu' } });
+    } else {
+      // CRIU 4.1.1's RPC check crashes when libcriu sends no options; the command is authoritative.
+      const cli = await output(bin, ['check']);
+      const lines = cli.text.split('\n').filter((l) => l && !l.includes('RLIMIT_NOFILE'));
+      out.push({
+        name: 'criu check',
+        status: cli.ok ? 'OK' : 'FAIL',
+        value: `${lines[lines.length - 1] ?? ''} (criu check; libcriu's check failed: ${rpcError})`,
+        fix: cli.ok ? undefined : `\`${bin} check\` fails: ${lines.join('; ')}; use a kernel CRIU supports`,
+        required: true,
+        data: { via: 'command', rpcError },
+      });
+    }
+    out.push(await dumpProbe(criu, work));
+    try {
+      const f = await criu.features({ workDir: work });
+      out.push({
+        name: 'soft-dirty',
+        status: f.memTrack ? 'OK' : 'WARN',
+        value: f.memTrack ? 'memory tracking available' : 'not available (CONFIG_MEM_SOFT_DIRTY off)',
+        fix: f.memTrack ? undefined : 'incremental pre-dumps need a kernel with CONFIG_MEM_SOFT_DIRTY=y',
+        required: false,
+        data: { memTrack: f.memTrack },
+      });
+      out.push(userfaultfd(f.lazyPages));
+      out.push({
+        name: 'pidfd store',
+        status: f.pidfdStore ? 'OK' : 'WARN',
+        value: f.pidfdStore ? 'available' : 'not available',
+        fix: f.pidfdStore ? undefined : 'pid reuse between pre-dumps is not detected; kernel >= 5.4 has pidfd',
+        required: false,
+        data: { pidfdStore: f.pidfdStore },
+      });
+    } catch (err) {
+      out.push({ name: 'criu features', status: 'WARN', value: (err as Error).message, fix: CRIU_FIX, required: false });
+    }
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  return out;
+}
+
+/**
+ * `criu check` can pass on kernels where dumping hangs (seen here: the parasite never traps on its
+ * way out), so the doctor dumps a sleeping child of its own, leaving it running, under a deadline.
+ */
+async function dumpProbe(criu: typeof import('../../native/criu'), work: string): Promise<CheckResult> {
+  const name = 'criu dump';
+  const sleep = which('sleep');
+  if (sleep === undefined) return { name, status: 'WARN', value: 'not probed (no sleep binary)', required: false };
+  const child = spawn(sleep, ['60'], { detached: true, stdio: 'ignore' });
+  const images = fs.mkdtempSync(path.join(work, 'dump-'));
+  const t0 = Date.now();
+  try {
+    if (child.pid === undefined) throw new Error('could not start sleep');
+    await criu.dump({ pid: child.pid, imagesDir: images, leaveRunning: true, timeoutMs: PROBE_TIMEOUT_MS });
+    return { name, status: 'OK', value: `dumped a test process in ${Date.now() - t0} ms`, required: true };
+  } catch (err) {
+    const e = err as { code?: string; message: string; logErrors?: string[] };
+    const hung = e.code === 'ETIMEDOUT';
+    return {
+      name,
+      status: 'FAIL',
+      value: hung ? `dumping a sleeping test process hung for ${PROBE_TIMEOUT_MS / 1000} s (criu was killed)` : e.message,
+      fix: hung
+        ? 'CRIU cannot dump on this kernel/CPU combination; run `criu dump -v4 -t <pid>` and compare with ' +
+          'the kernels CRIU supports (this was seen on a 6.18 kernel in a VM)'
+        : `see CRIU's log lines: ${(e.logErrors ?? []).join('; ')}`,
+      required: true,
+    };
+  } finally {
+    child.kill('SIGKILL');
+  }
+}
+
+function userfaultfd(lazyPages: boolean | undefined): CheckResult {
+  const sysctl = '/proc/sys/vm/unprivileged_userfaultfd';
+  const present = fs.existsSync(sysctl); // the sysctl exists only with CONFIG_USERFAULTFD
+  const ok = present && lazyPages !== false;
+  return {
+    name: 'userfaultfd',
+    status: ok ? 'OK' : 'WARN',
+    value: ok ? 'available (lazy restore possible)' : present ? 'present, but CRIU lazy-pages unsupported' : 'not built into the kernel',
+    fix: ok ? undefined : 'lazy (post-copy) restore needs CONFIG_USERFAULTFD=y',
+    required: false,
+    data: { userfaultfd: present, lazyPages },
+  };
+}
+
+export function kernelChecks(): CheckResult[] {
+  const out: CheckResult[] = [];
+  const vdso = fs.readFileSync('/proc/self/maps', 'utf8').includes('[vdso]');
+  out.push({
+    name: 'vdso',
+    status: vdso ? 'OK' : 'WARN',
+    value: vdso ? 'mapped' : 'not mapped',
+    fix: vdso ? undefined : 'boot with vdso enabled (CRIU proxifies the vDSO on restore)',
+    required: false,
+  });
+  out.push(cgroupCheck());
+  let thp = 'unknown';
+  try {
+    thp = /\[(\w+)\]/.exec(fs.readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? 'unknown';
+  } catch {
+    // no THP
+  }
+  out.push({
+    name: 'transparent hugepages',
+    status: 'OK',
+    value: thp === 'always' ? 'always (images of sparse heaps grow)' : thp,
+    required: false,
+    data: { thp },
+  });
+  out.push({ name: 'kernel', status: 'OK', value: os.release(), required: false });
+  return out;
+}
+
+/** 'v2' (unified), 'hybrid' (v1 + v2 at /sys/fs/cgroup/unified) or 'v1'. */
+export function cgroupMode(): 'v1' | 'v2' | 'hybrid' {
+  const CGROUP2_SUPER_MAGIC = 0x63677270;
+  if (fs.statfsSync('/sys/fs/cgroup').type === CGROUP2_SUPER_MAGIC) return 'v2';
+  try {
+    if (fs.statfsSync('/sys/fs/cgroup/unified').type === CGROUP2_SUPER_MAGIC) return 'hybrid';
+  } catch {
+    // no unified mount
+  }
+  return 'v1';
+}
+
+function cgroupCheck(): CheckResult {
+  const mode = cgroupMode();
+  return {
+    name: 'cgroups',
+    status: 'OK',
+    value: mode === 'hybrid' ? 'v1 (hybrid: v2 at /sys/fs/cgroup/unified)' : mode,
+    required: false,
+    data: { mode },
+  };
+}
+
+export async function runtimeChecks(): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  const containerd = which('containerd');
+  if (containerd === undefined) {
+    out.push({ name: 'containerd', status: 'FAIL', value: 'not found', fix: 'install containerd >= 1.6', required: true });
+  } else {
+    const r = await output(containerd, ['--version']);
+    const version = /\bv?(\d+\.\d+\.\d+\S*)/.exec(r.text)?.[1];
+    out.push({
+      name: 'containerd',
+      status: r.ok ? 'OK' : 'FAIL',
+      value: r.ok ? `${version ?? r.text} (${containerd})` : r.text,
+      fix: r.ok ? undefined : 'containerd --version fails; reinstall containerd',
+      required: true,
+      data: { version },
+    });
+    out.push(await registered(containerd));
+  }
+  const runc = which('runc');
+  if (runc === undefined) {
+    out.push({ name: 'runc', status: 'FAIL', value: 'not found', fix: 'install runc >= 1.1', required: true });
+  } else {
+    const r = await output(runc, ['--version']);
+    const version = /runc version (\S+)/.exec(r.text)?.[1];
+    out.push({ name: 'runc', status: r.ok ? 'OK' : 'FAIL', value: `${version ?? r.text} (${runc})`, required: true, data: { version } });
+  }
+  const ipt = which('iptables-restore');
+  out.push({
+    name: 'iptables-restore',
+    status: ipt ? 'OK' : 'FAIL',
+    value: ipt ?? 'not found',
+    fix: ipt ? undefined : 'CRIU locks the network of a container with it: apt-get install iptables',
+    required: true,
+  });
+  return out;
+}
+
+async function registered(containerd: string): Promise<CheckResult> {
+  const name = 'runtime registered';
+  const fix = `add to /etc/containerd/config.toml: [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kybernate] ` +
+    `runtime_type = "${RUNTIME_NAME}" (containerd 2.x: plugins."io.containerd.cri.v1.runtime"), then restart containerd`;
+  let text = '';
+  let where = '/etc/containerd/config.toml';
+  try {
+    text = fs.readFileSync(where, 'utf8');
+  } catch {
+    // no config file: containerd's defaults, which cannot name our runtime
+  }
+  if (!text.includes(RUNTIME_NAME)) {
+    const dump = await output(containerd, ['config', 'dump']);
+    if (dump.ok && dump.text.includes(RUNTIME_NAME)) {
+      text = dump.text;
+      where = 'containerd config dump';
+    }
+  }
+  const ok = text.includes(RUNTIME_NAME);
+  return {
+    name,
+    status: ok ? 'OK' : 'WARN',
+    value: ok ? `${RUNTIME_NAME} (${where})` : `${RUNTIME_NAME} not in containerd's config`,
+    fix: ok ? undefined : fix,
+    required: false,
+  };
+}
+
+export async function cudaChecks(): Promise<CheckResult[]> {
+  let cuda: typeof import('../../native/cuda');
+  try {
+    cuda = await import('../../native/cuda');
+  } catch (err) {
+    return [{ name: 'CUDA driver', status: 'WARN', value: 'CUDA support not built', fix: `rebuild kybernate (${(err as Error).message})`, required: false }];
+  }
+  const fixDriver = 'GPU checkpoint needs the NVIDIA driver >= 570 (libcuda.so.1 with cuCheckpointProcess*); ' +
+    'set KYBERNATE_LIBCUDA if libcuda.so.1 is not on the loader path';
+  let version: number;
+  try {
+    version = await cuda.cudaDriverVersion();
+  } catch (err) {
+    const e = err as { code?: string; message: string };
+    const value = e.code === 'KYB_ERR_CUDA_NO_DRIVER' ? 'CUDA driver not found' : e.message;
+    return [
+      { name: 'CUDA driver', status: 'WARN', value, fix: fixDriver, required: false, data: { code: e.code } },
+      { name: 'GPUs', status: 'WARN', value: 'none (no CUDA driver)', required: false, data: { gpus: [] } },
+    ];
+  }
+  const out: CheckResult[] = [{
+    name: 'CUDA driver',
+    status: 'OK',
+    value: `${Math.floor(version / 1000)}.${(version % 1000) / 10} (checkpoint API present)`,
+    required: false,
+    data: { version },
+  }];
+  try {
+    const gpus = await cuda.listGpus();
+    out.push({
+      name: 'GPUs',
+      status: gpus.length > 0 ? 'OK' : 'WARN',
+      value: gpus.length > 0 ? gpus.map((g) => `${g.index}: ${g.name} ${(g.memoryBytes / 2 ** 30).toFixed(0)} GiB ${g.uuid}`).join(', ') : 'none',
+      required: false,
+      data: { gpus },
+    });
+  } catch (err) {
+    out.push({ name: 'GPUs', status: 'WARN', value: (err as Error).message, required: false });
+  }
+  return out;
+}
+
+export async function allChecks(): Promise<CheckResult[]> {
+  const [c, r, g] = await Promise.all([criuChecks(), runtimeChecks(), cudaChecks()]);
+  return [...c, ...kernelChecks(), ...r, ...g];
+}
