@@ -151,27 +151,37 @@ async function main(): Promise<void> {
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? ['addon', 'raw'] : ['raw', 'addon'];
       for (const which of order) {
+        // Both paths get the same checks while checkpointed (state + nvidia-smi), so the time the
+        // image spends in host memory before restore is alike.
+        const before = await gpuUsedMiB();
+        let steps: Steps;
+        const checked = { state: '', during: 0, appDuring: 0 };
+        const whileCheckpointed = async () => {
+          checked.state = await cuda.getState(pid);
+          checked.during = await gpuUsedMiB();
+          checked.appDuring = await appMiB(pid);
+        };
         if (which === 'addon') {
-          const before = await gpuUsedMiB();
           const s = await cuda.suspend(pid, { lockTimeoutMs: 10_000 });
-          const state = await cuda.getState(pid);
-          const during = await gpuUsedMiB();
-          const appDuring = await appMiB(pid);
+          await whileCheckpointed();
           const res = await cuda.resume(pid);
           const native = { lockMs: s.lockNativeMs, checkpointMs: s.checkpointNativeMs, restoreMs: res.restoreNativeMs, unlockMs: res.unlockNativeMs };
-          const steps = { lockMs: s.lockMs, checkpointMs: s.checkpointMs, restoreMs: res.restoreMs, unlockMs: res.unlockMs, native };
-          addonRuns.push(steps);
-          check(state === 'checkpointed', `${gib} GiB round ${r + 1} addon: state while suspended = ${state}`);
-          check(appDuring === 0 && before - during >= gib * 1024 * 0.9,
-            `${gib} GiB round ${r + 1} addon: GPU memory freed while checkpointed (GPU used ${before} → ${during} MiB, process ${appDuring} MiB)`);
-          results.push({ gib, round: r + 1, via: 'addon', ...steps, gpuUsedBeforeMiB: before, gpuUsedCheckpointedMiB: during });
+          const a = { lockMs: s.lockMs, checkpointMs: s.checkpointMs, restoreMs: res.restoreMs, unlockMs: res.unlockMs, native };
+          addonRuns.push(a);
+          steps = a;
         } else {
-          const line = await raw.ask('cycle');
-          const steps = JSON.parse(line) as Steps & { error?: string };
-          if (steps.error !== undefined) throw new Error(`raw-checkpoint: ${steps.error}`);
+          const s = JSON.parse(await raw.ask('suspend')) as Partial<Steps> & { error?: string };
+          if (s.error !== undefined) throw new Error(`raw-checkpoint: ${s.error}`);
+          await whileCheckpointed();
+          const res = JSON.parse(await raw.ask('resume')) as Partial<Steps> & { error?: string };
+          if (res.error !== undefined) throw new Error(`raw-checkpoint: ${res.error}`);
+          steps = { ...s, ...res } as Steps;
           rawRuns.push(steps);
-          results.push({ gib, round: r + 1, via: 'raw', ...steps });
         }
+        check(checked.state === 'checkpointed', `${gib} GiB round ${r + 1} ${which}: state while suspended = ${checked.state}`);
+        check(checked.appDuring === 0 && before - checked.during >= gib * 1024 * 0.9,
+          `${gib} GiB round ${r + 1} ${which}: GPU memory freed while checkpointed (GPU used ${before} → ${checked.during} MiB, process ${checked.appDuring} MiB)`);
+        results.push({ gib, round: r + 1, via: which, ...steps, gpuUsedBeforeMiB: before, gpuUsedCheckpointedMiB: checked.during });
         const v = await w.ask('verify');
         check(v === expected, `${gib} GiB round ${r + 1} ${which}: memory intact (${v})`);
       }
@@ -209,6 +219,8 @@ async function main(): Promise<void> {
   const overall = addonSum / rawSum;
   const overhead = overheadSum / rawSum;
   const table = [
+    `${gpus.map((g) => g.name).join(', ')}, driver API ${version}, ${rounds} rounds per size (addon and raw C alternate which goes first)`,
+    '',
     rows.join('\n'),
     '',
     `checkpoint+restore over all sizes: addon/raw (means) = ${f(overall, 4)}; addon wall − native = ${f(overheadSum, 2)} ms of ${f(rawSum, 0)} ms raw = ${f(overhead * 100, 3)}% (target <= 2%)`,

@@ -1,8 +1,9 @@
 /* The baseline for the GPU suite: the same driver calls the addon makes, from plain C against
  * CUDA's own cuda.h and libcuda. Usage: raw-checkpoint <pid>. cuInit runs once at start (as the
- * addon's first listGpus does) and prints "ready"; then every "cycle" line on stdin does lock (timeout 10 s),
- * checkpoint, restore, unlock on <pid> and prints one JSON line of per-call milliseconds, or
- * {"error": ...} and exits 1 on the first failure. */
+ * addon's first listGpus does) and prints "ready"; then a "suspend" line on stdin does lock (timeout 10 s) +
+ * checkpoint on <pid>, and a "resume" line restore + unlock; each prints one JSON line of per-call
+ * milliseconds, or {"error": ...} and exits 1 on the first failure. Split in two so that the suite
+ * makes the same checks while checkpointed as it does for the addon. */
 #include <cuda.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,26 +36,32 @@ int main(int argc, char **argv) {
   fflush(stdout);
   char line[64];
   while (fgets(line, sizeof line, stdin) != NULL) {
-    if (strncmp(line, "cycle", 5) != 0) continue;
-    CUcheckpointLockArgs lock;
-    CUcheckpointCheckpointArgs ckpt;
-    CUcheckpointRestoreArgs rest;
-    CUcheckpointUnlockArgs unlock;
-    memset(&lock, 0, sizeof lock);
-    memset(&ckpt, 0, sizeof ckpt);
-    memset(&rest, 0, sizeof rest);
-    memset(&unlock, 0, sizeof unlock);
-    lock.timeoutMs = 10000;
-    double t0 = now_ms();
-    if (!check(cuCheckpointProcessLock(pid, &lock), "lock")) return 1;
-    double t1 = now_ms();
-    if (!check(cuCheckpointProcessCheckpoint(pid, &ckpt), "checkpoint")) return 1;
-    double t2 = now_ms();
-    if (!check(cuCheckpointProcessRestore(pid, &rest), "restore")) return 1;
-    double t3 = now_ms();
-    if (!check(cuCheckpointProcessUnlock(pid, &unlock), "unlock")) return 1;
-    double t4 = now_ms();
-    printf("{\"lockMs\":%.3f,\"checkpointMs\":%.3f,\"restoreMs\":%.3f,\"unlockMs\":%.3f}\n", t1 - t0, t2 - t1, t3 - t2, t4 - t3);
+    if (strncmp(line, "suspend", 7) == 0) {
+      CUcheckpointLockArgs lock;
+      CUcheckpointCheckpointArgs ckpt;
+      memset(&lock, 0, sizeof lock);
+      memset(&ckpt, 0, sizeof ckpt);
+      lock.timeoutMs = 10000;
+      double t0 = now_ms();
+      if (!check(cuCheckpointProcessLock(pid, &lock), "lock")) return 1;
+      double t1 = now_ms();
+      if (!check(cuCheckpointProcessCheckpoint(pid, &ckpt), "checkpoint")) return 1;
+      double t2 = now_ms();
+      printf("{\"lockMs\":%.3f,\"checkpointMs\":%.3f}\n", t1 - t0, t2 - t1);
+    } else if (strncmp(line, "resume", 6) == 0) {
+      CUcheckpointRestoreArgs rest;
+      CUcheckpointUnlockArgs unlock;
+      memset(&rest, 0, sizeof rest);
+      memset(&unlock, 0, sizeof unlock);
+      double t0 = now_ms();
+      if (!check(cuCheckpointProcessRestore(pid, &rest), "restore")) return 1;
+      double t1 = now_ms();
+      if (!check(cuCheckpointProcessUnlock(pid, &unlock), "unlock")) return 1;
+      double t2 = now_ms();
+      printf("{\"restoreMs\":%.3f,\"unlockMs\":%.3f}\n", t1 - t0, t2 - t1);
+    } else {
+      continue;
+    }
     fflush(stdout);
   }
   return 0;

@@ -4,6 +4,8 @@
 # nvidia-smi and root (cgroup freezer checks). node and the addon come from .deps/gpu (test/gpu/pack.sh)
 # when the machine has no node of its own.
 #   KYB_GPU_SIZES=1,4,8  KYB_GPU_ROUNDS=3  KYB_GPU_OUT=<dir for results.json/table.md>
+# On a lent machine without node: run test/gpu/pack.sh here, send the tree with .deps/gpu carried, and
+# run `KYB_GPU_OUT=$OUT test/gpu/run.sh` there (test/gpu/RESULTS.md has the last numbers).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
