@@ -156,8 +156,9 @@ export async function checkpointProcess(opts: CheckpointOptions): Promise<Checkp
   }
   try {
     fs.mkdirSync(imagesDir, { recursive: true });
-    // A stale manifest would make a half-written new checkpoint look complete.
-    fs.rmSync(path.join(imagesDir, MANIFEST), { force: true });
+    // Leftover images of an earlier checkpoint would be mixed into this one (and into its manifest).
+    const left = fs.readdirSync(imagesDir);
+    if (left.length > 0) throw new Error(`not empty (${left.slice(0, 3).join(', ')}${left.length > 3 ? ', …' : ''}); use a new directory`);
   } catch (err) {
     throw new StepError('check', `images directory ${imagesDir}: ${message(err)}`, {
       pid, processRunning: true, steps, cause: err,

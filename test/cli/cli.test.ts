@@ -40,7 +40,8 @@ interface Check {
 
 const cleanup: Array<() => void> = [];
 afterEach(() => {
-  for (const fn of cleanup.splice(0)) fn();
+  // Last in, first out: processes die before their directories go.
+  for (const fn of cleanup.splice(0).reverse()) fn();
 });
 
 function dir(prefix: string): string {

@@ -14,7 +14,8 @@ if (broken !== undefined) console.warn(`test/criu: dump/restore round trips skip
 
 const cleanup: Array<() => void> = [];
 afterEach(() => {
-  for (const fn of cleanup.splice(0)) fn();
+  // Last in, first out: processes die before their directories go.
+  for (const fn of cleanup.splice(0).reverse()) fn();
 });
 
 describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks})` : ''}`, () => {
@@ -22,6 +23,11 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
     const v = await criu.version();
     expect(v).toBeGreaterThanOrEqual(40000);
     expect(criu.formatVersion(v)).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('runs concurrent calls, more than MAX_CONCURRENT, each with its own options', async () => {
+    const vs = await Promise.all(Array.from({ length: criu.MAX_CONCURRENT * 2 + 1 }, () => criu.version()));
+    expect(new Set(vs).size).toBe(1);
   });
 
   it('reports optional features as booleans, soft-dirty matching the kernel config', async () => {

@@ -12,7 +12,8 @@ const broken = lacks === undefined ? await dumpBroken() : `needs ${lacks}`;
 
 const cleanup: Array<() => void> = [];
 afterEach(() => {
-  for (const fn of cleanup.splice(0)) fn();
+  // Last in, first out: processes die before their directories go.
+  for (const fn of cleanup.splice(0).reverse()) fn();
 });
 
 function dir(prefix: string): string {
@@ -79,6 +80,14 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
     expect(err).toBeInstanceOf(StepError);
     expect(err.step).toBe('check');
     expect(err.message).toBe(`no such process: ${pid}`);
+  });
+
+  it('refuses an images directory that is not empty', async () => {
+    const d = dir('notempty');
+    fs.writeFileSync(path.join(d, 'pages-1.img'), 'old');
+    const err = (await checkpointProcess({ pid: process.pid, imagesDir: d }).catch((e: unknown) => e)) as StepError;
+    expect(err.step).toBe('check');
+    expect(err.message).toBe(`images directory ${d}: not empty (pages-1.img); use a new directory`);
   });
 
   it('takes the non-CUDA path when the CUDA driver is missing', async () => {

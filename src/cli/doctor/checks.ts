@@ -87,7 +87,7 @@ export async function criuChecks(): Promise<CheckResult[]> {
       out.push({
         name: 'criu check',
         status: cli.ok ? 'OK' : 'FAIL',
-        value: `${lines[lines.length - 1] ?? ''} (criu check; libcriu's check failed: ${rpcError})`,
+        value: `${lines[lines.length - 1] ?? ''} (by \`criu check\`; the RPC check failed: ${rpcError})`,
         fix: cli.ok ? undefined : `\`${bin} check\` fails: ${lines.join('; ')}; use a kernel CRIU supports`,
         required: true,
         data: { via: 'command', rpcError },
