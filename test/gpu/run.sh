@@ -4,6 +4,7 @@
 # nvidia-smi and root (cgroup freezer checks). node and the addon come from .deps/gpu (test/gpu/pack.sh)
 # when the machine has no node of its own.
 #   KYB_GPU_SIZES=1,4,8  KYB_GPU_ROUNDS=3  KYB_GPU_OUT=<dir for results.json/table.md>
+#   KYB_GPU_BENCH=0 skips the addon/raw comparison; KYB_GPU_CRIU_GIB=4 sizes the CRIU chain's workload
 # On a lent machine without node: run test/gpu/pack.sh here, send the tree with .deps/gpu carried, and
 # run `KYB_GPU_OUT=$OUT test/gpu/run.sh` there (test/gpu/RESULTS.md has the last numbers).
 set -euo pipefail
@@ -39,5 +40,13 @@ cc -O2 -Wall -I"$cuda_home/include" -o "$work/raw-checkpoint" "$here/raw-checkpo
 
 echo "gpu-test: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader); node $("$node" -v)"
 echo "gpu-test: THP $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo '?')"
-"$node" "$bench" --workload "$work/workload" --raw "$work/raw-checkpoint" \
-  --sizes "${KYB_GPU_SIZES:-1,4,8}" --rounds "${KYB_GPU_ROUNDS:-3}" --out "$out"
+if [ "${KYB_GPU_BENCH:-1}" != 0 ]; then
+  "$node" "$bench" --workload "$work/workload" --raw "$work/raw-checkpoint" \
+    --sizes "${KYB_GPU_SIZES:-1,4,8}" --rounds "${KYB_GPU_ROUNDS:-3}" --out "$out"
+fi
+# Full process checkpoint with CRIU through the kybernate CLI, when pack-criu.sh provided CRIU.
+if [ -d "$deps/criu" ] && [ -f "$deps/kybernate.cjs" ]; then
+  "$here/criu-chain.sh" "$node" "$work/workload" "$work" "${KYB_GPU_CRIU_GIB:-4}"
+else
+  echo "gpu-test: skipped the CRIU process checkpoint (no .deps/gpu/criu: run test/gpu/pack-criu.sh)"
+fi
