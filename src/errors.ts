@@ -39,6 +39,13 @@ export const ERROR_CODES = {
   KYB_ERR_RUNTIME: Status.UNKNOWN,
   KYB_ERR_NATIVE: Status.INTERNAL,
   KYB_ERR_INTERNAL: Status.INTERNAL,
+  // CUDA driver checkpoint API (raised by the addon, native/cuda*.cc)
+  KYB_ERR_CUDA_NO_DRIVER: Status.FAILED_PRECONDITION,
+  KYB_ERR_CUDA_DRIVER_TOO_OLD: Status.FAILED_PRECONDITION,
+  KYB_ERR_CUDA_FROZEN: Status.FAILED_PRECONDITION,
+  KYB_ERR_CUDA_HUNG: Status.DEADLINE_EXCEEDED,
+  KYB_ERR_CUDA_INVALID: Status.INVALID_ARGUMENT,
+  KYB_ERR_CUDA: Status.INTERNAL,
 } as const satisfies Record<string, StatusCode>;
 export type ErrorCode = keyof typeof ERROR_CODES;
 
@@ -81,6 +88,11 @@ export class StatusError extends Error {
  */
 export function toStatus(err: unknown): { code: number; message: string } {
   if (KybernateError.is(err)) return { code: ERROR_CODES[err.code] ?? Status.UNKNOWN, message: err.message };
+  // Errors from the addon carry a table code too (NativeError is not a KybernateError: it also carries errno names).
+  const tableCode = (err as { code?: unknown } | undefined)?.code;
+  if (typeof tableCode === 'string' && tableCode in ERROR_CODES) {
+    return { code: ERROR_CODES[tableCode as ErrorCode], message: (err as Error).message };
+  }
   if (err instanceof StatusError) return { code: err.status, message: err.message };
   const e = err as NodeJS.ErrnoException | undefined;
   const message = e?.message ?? String(err);
