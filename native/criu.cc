@@ -135,6 +135,9 @@ struct Baton {
   std::vector<std::pair<std::string, std::string>> extMounts;
   std::vector<std::string> external;
   int timeoutMs = 0;  // 0 = no deadline
+  // CRIU_FAULT=130 (FI_NO_BREAKPOINTS): criu stops the parasite by tracing syscalls instead of a
+  // hardware breakpoint. Needed where debug registers do not work (seen in a VM: every dump hung).
+  bool noBreakpoints = false;
   // Results.
   int result = 0;
   FeatureCheck features{};
@@ -153,7 +156,7 @@ struct Fd {
 };
 
 // fork+exec `criu swrk 3` with `sk` as its fd 3. Everything the child needs is built before fork.
-pid_t SpawnSwrk(const std::string& binary, int sk) {
+pid_t SpawnSwrk(const std::string& binary, int sk, char* const* envp) {
   const char* argv[] = {binary.c_str(), "swrk", "3", nullptr};
   pid_t pid = fork();
   if (pid != 0) return pid;
@@ -171,7 +174,7 @@ pid_t SpawnSwrk(const std::string& binary, int sk) {
     _exit(126);
   }
   syscall(SYS_close_range, 4U, ~0U, CLOSE_RANGE_CLOEXEC);
-  execv(argv[0], const_cast<char* const*>(argv));
+  execve(argv[0], const_cast<char* const*>(argv), envp);
   _exit(127);
 }
 
@@ -255,7 +258,14 @@ void Run(Baton& b) {
     b.fail = Failure{op, errno, std::string(op) + ": socketpair"};
     return;
   }
-  pid_t swrk = SpawnSwrk(b.binary, sks[1]);
+  std::vector<std::string> envStore;
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e)
+    if (!b.noBreakpoints || strncmp(*e, "CRIU_FAULT=", 11) != 0) envStore.emplace_back(*e);
+  if (b.noBreakpoints) envStore.emplace_back("CRIU_FAULT=130");
+  for (auto& e : envStore) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t swrk = SpawnSwrk(b.binary, sks[1], envp.data());
   int spawnErr = errno;
   close(sks[1]);
   if (swrk < 0) {
@@ -447,6 +457,7 @@ Napi::Value Queue(const Napi::CallbackInfo& info, Kind kind) {
     throw Napi::TypeError::New(env, "logFile is a name inside workDir, without '/'");
   b.logLevel = OptInt(o, "logLevel", 2);
   b.timeoutMs = OptInt(o, "timeoutMs", 0);
+  b.noBreakpoints = OptBool(o, "noBreakpoints");
   if (kind == Kind::kDump || kind == Kind::kRestore) {
     if (b.imagesDir.empty()) throw Napi::TypeError::New(env, "imagesDir is required");
     b.pid = OptInt(o, "pid", 0);

@@ -19,6 +19,12 @@ export interface CriuCommon {
   binary?: string;
   /** Kills criu after this long (the dumped process is released and keeps running); 0 = none. */
   timeoutMs?: number;
+  /**
+   * Stop the parasite by syscall tracing instead of a hardware breakpoint (CRIU_FAULT=130). Needed where
+   * debug registers do not work, e.g. some VMs, where every dump otherwise hangs. Default: the
+   * environment variable KYBERNATE_CRIU_NO_BREAKPOINTS=1.
+   */
+  noBreakpoints?: boolean;
 }
 
 export interface DumpOptions extends CriuCommon {
@@ -73,6 +79,7 @@ interface RawOptions {
   binary: string;
   libcriu: string;
   timeoutMs?: number;
+  noBreakpoints?: boolean;
   imagesDir?: string;
   workDir?: string;
   logFile?: string;
@@ -147,6 +154,7 @@ function raw(common: CriuCommon): RawOptions {
   }
   const out: RawOptions = { binary, libcriu: process.env.KYBERNATE_LIBCRIU || 'libcriu.so.2' };
   if (common.timeoutMs !== undefined) out.timeoutMs = common.timeoutMs;
+  out.noBreakpoints = common.noBreakpoints ?? process.env.KYBERNATE_CRIU_NO_BREAKPOINTS === '1';
   return out;
 }
 

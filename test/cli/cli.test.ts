@@ -6,7 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { alive } from '../../src/checkpoint/process';
-import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, killTree, python, root, startCounter, tmpDir, until } from '../criu/helpers';
+import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, root, startCounter, tmpDir, until } from '../criu/helpers';
 
 const exec = promisify(execFile);
 const cli = path.join(root, 'dist', 'kybernate.cjs');
@@ -134,7 +134,7 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
   it('names the failed step and says the process keeps running', async () => {
     const d = dir('cli-fail');
     const c = await startCounter(d);
-    cleanup.push(() => killTree(c.pid));
+    cleanup.push(() => c.stop());
     const r = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', path.join(d, 'img'), '--timeout', '0.001');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^kybernate: criu-dump failed for pid ${c.pid}: .*; the process keeps running$`, 'm'));
@@ -156,7 +156,7 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
       const d = dir('cli-rt');
       const images = path.join(d, 'img');
       const c = await startCounter(d);
-      cleanup.push(() => killTree(c.pid));
+      cleanup.push(() => c.stop());
       await until(() => c.read() > 5);
       const cp = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', images);
       expect(cp.code).toBe(0);
@@ -174,7 +174,7 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
     it('--leave-running keeps the process running', async () => {
       const d = dir('cli-leave');
       const c = await startCounter(d);
-      cleanup.push(() => killTree(c.pid));
+      cleanup.push(() => c.stop());
       const r = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', path.join(d, 'img'), '--leave-running');
       expect(r.code).toBe(0);
       expect(r.stdout).toContain('the process keeps running');

@@ -22,17 +22,42 @@ export interface Counter {
   pid: number;
   file: string;
   read(): number;
+  /** Kills the counter tree and its reaper. */
+  stop(): void;
 }
 
-/** Starts fixtures/counter.py in its own session (CRIU dumps whole sessions) with stdio on /dev/null. */
+/**
+ * Starts fixtures/counter.py in its own session (CRIU dumps whole sessions) with stdio on /dev/null,
+ * under fixtures/subreaper.py, which reaps the tree's orphans so their pids are free for the restore.
+ */
 export async function startCounter(dir: string): Promise<Counter> {
   if (python === undefined) throw new Error('python3 not found');
   const file = path.join(dir, 'count');
-  const child = spawn(python, [path.join(here, 'fixtures', 'counter.py'), file], { detached: true, stdio: 'ignore' });
-  child.unref();
+  const reaper = spawn(python, [path.join(here, 'fixtures', 'subreaper.py'), python, path.join(here, 'fixtures', 'counter.py'), file], {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const pid = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    reaper.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(Number(out.trim()));
+    });
+    reaper.once('exit', () => reject(new Error('subreaper.py exited')));
+  });
+  reaper.stdout!.destroy();
+  reaper.unref();
   const read = (): number => Number(fs.readFileSync(file, 'utf8'));
   for (let i = 0; i < 500 && !fs.existsSync(file); i++) await sleep(10);
-  return { pid: child.pid!, file, read };
+  return {
+    pid,
+    file,
+    read,
+    stop: () => {
+      killTree(pid);
+      reaper.kill('SIGKILL');
+    },
+  };
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -67,27 +92,51 @@ export async function freePid(): Promise<number> {
   return c.pid!;
 }
 
-let probe: Promise<string | undefined> | undefined;
+export interface DumpProbe {
+  /** Why CRIU cannot dump here (tests that need a dump skip with it); undefined when it can. */
+  broken?: string;
+  /** Dumps hang unless criu avoids hardware breakpoints (CRIU_FAULT=130); seen in this VM. */
+  needsNoBreakpoints: boolean;
+}
 
-/** undefined when CRIU can dump here; otherwise why not (the reason tests that need a dump skip with). */
-export function dumpBroken(): Promise<string | undefined> {
-  return (probe ??= (async () => {
-    if (!isRoot) return 'not root';
-    if (!hasCriu) return 'no criu binary';
-    if (!addonBuilt) return 'addon not built';
-    const dir = tmpDir('probe');
-    const c = spawn('/bin/sleep', ['60'], { detached: true, stdio: 'ignore' });
-    try {
-      await criu.dump({ pid: c.pid!, imagesDir: dir, leaveRunning: true, timeoutMs: 10_000 });
-      return undefined;
-    } catch (err) {
-      const e = err as criu.CriuError;
-      return e.code === 'ETIMEDOUT'
-        ? 'CRIU cannot dump on this machine: `criu dump` of a sleeping process hangs (parasite never traps on its way out; seen on kernel 6.18 in this VM)'
-        : `CRIU cannot dump on this machine: ${e.message}`;
-    } finally {
-      c.kill('SIGKILL');
-      fs.rmSync(dir, { recursive: true, force: true });
+let probe: Promise<DumpProbe> | undefined;
+
+async function dumpSleeper(noBreakpoints: boolean): Promise<criu.CriuError | undefined> {
+  const dir = tmpDir('probe');
+  const c = spawn('/bin/sleep', ['60'], { detached: true, stdio: 'ignore' });
+  try {
+    await criu.dump({ pid: c.pid!, imagesDir: dir, leaveRunning: true, timeoutMs: 10_000, noBreakpoints });
+    return undefined;
+  } catch (err) {
+    return err as criu.CriuError;
+  } finally {
+    c.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Probes once whether CRIU can dump here. When only the no-breakpoints mode works, it sets
+ * KYBERNATE_CRIU_NO_BREAKPOINTS=1 for this test process and the CLIs it starts.
+ */
+export function probeDump(): Promise<DumpProbe> {
+  return (probe ??= (async (): Promise<DumpProbe> => {
+    if (!isRoot) return { broken: 'needs root', needsNoBreakpoints: false };
+    if (!hasCriu) return { broken: 'needs the criu binary', needsNoBreakpoints: false };
+    if (!addonBuilt) return { broken: 'needs a built addon (make build)', needsNoBreakpoints: false };
+    const plain = await dumpSleeper(false);
+    if (plain === undefined) return { needsNoBreakpoints: false };
+    if (plain.code !== 'ETIMEDOUT') return { broken: `CRIU cannot dump here: ${plain.message}`, needsNoBreakpoints: false };
+    const nobp = await dumpSleeper(true);
+    if (nobp !== undefined) {
+      return { broken: `CRIU cannot dump here: dumps hang, also without hardware breakpoints (${nobp.message})`, needsNoBreakpoints: false };
     }
+    process.env.KYBERNATE_CRIU_NO_BREAKPOINTS = '1';
+    return { needsNoBreakpoints: true };
   })());
+}
+
+/** probeDump()'s reason, for the tests that only need to know whether dumps work. */
+export async function dumpBroken(): Promise<string | undefined> {
+  return (await probeDump()).broken;
 }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cudaSteps, type CudaApi } from '../../src/checkpoint/cuda-steps';
 import { alive, checkpointProcess, MANIFEST, readManifest, restoreProcess, StepError } from '../../src/checkpoint/process';
-import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, killTree, python, startCounter, tmpDir, until } from './helpers';
+import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, startCounter, tmpDir, until } from './helpers';
 
 const lacks = !isRoot ? 'root' : !hasCriu ? 'the criu binary' : !addonBuilt ? 'a built addon (make build)' : python === undefined ? 'python3' : undefined;
 const broken = lacks === undefined ? await dumpBroken() : `needs ${lacks}`;
@@ -99,7 +99,7 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
   it('rolls the CUDA steps back when the CRIU dump fails, and the process keeps running', async () => {
     const d = dir('rollback');
     const c = await startCounter(d);
-    cleanup.push(() => killTree(c.pid));
+    cleanup.push(() => c.stop());
     const cuda = recordingCuda();
     // 1 ms is shorter than criu's own start-up: the dump step fails on every machine.
     const err = (await checkpointProcess({ pid: c.pid, imagesDir: path.join(d, 'img'), cuda, criuTimeoutMs: 1 })
@@ -118,7 +118,7 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
   it('unlocks when the CUDA checkpoint step fails', async () => {
     const d = dir('cudafail');
     const c = await startCounter(d);
-    cleanup.push(() => killTree(c.pid));
+    cleanup.push(() => c.stop());
     const cuda = recordingCuda();
     cuda.checkpoint = async () => {
       cuda.calls.push('checkpoint failed');
@@ -135,7 +135,7 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
       const d = dir('full');
       const images = path.join(d, 'img');
       const c = await startCounter(d);
-      cleanup.push(() => killTree(c.pid));
+      cleanup.push(() => c.stop());
       await until(() => c.read() > 5);
       const r = await checkpointProcess({ pid: c.pid, imagesDir: images, cuda: null });
       expect(r.cuda).toBe(false);
@@ -154,7 +154,7 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
     it('leaves the process running with leaveRunning and runs the CUDA resume steps', async () => {
       const d = dir('leave');
       const c = await startCounter(d);
-      cleanup.push(() => killTree(c.pid));
+      cleanup.push(() => c.stop());
       const cuda = recordingCuda();
       const r = await checkpointProcess({ pid: c.pid, imagesDir: path.join(d, 'img'), leaveRunning: true, cuda });
       expect(r.steps.map((s) => s.step)).toEqual(['cuda-lock', 'cuda-checkpoint', 'criu-dump', 'cuda-restore', 'cuda-unlock', 'manifest']);
