@@ -12,6 +12,17 @@
 // waitid(P_ALL) (native/reaper.cc, the shim's) would steal its exit status and this worker's
 // waitpid() would then get ECHILD (harmless here: the result comes over the socket, not the exit
 // status). Issue 4 must make the shim's reaper hand such pids back or ignore them.
+//
+// Restore: CRIU's RPC restore is always detached (CRIU has no rst_sibling in our own-swrk setup, and
+// libcriu's restore_child would fork criu itself again). The restored root is a child of criu, which
+// exits after the restore, so the tree is re-parented to the nearest child subreaper above us (the
+// shim, whose reaper then reaps it like any container process) or to init (the CLI). Nobody in this
+// process waits for it.
+//
+// Deadline: timeoutMs kills criu; its tracees are detached and keep running. noBreakpoints sets
+// CRIU_FAULT=130 for criu, which then stops its parasite by syscall tracing instead of a hardware
+// breakpoint: on machines whose debug registers do not work (a VM here) every dump hangs otherwise.
+// libcriu prints its own perror() lines to stderr when criu dies mid-call; they cannot be turned off.
 #ifndef KYBERNATE_CRIU_H_
 #define KYBERNATE_CRIU_H_
 
@@ -21,7 +32,9 @@ namespace kyb {
 
 // criuVersion({binary?, libcriu?}) → Promise<number> (major*10000 + minor*100 + sublevel).
 Napi::Value CriuVersion(const Napi::CallbackInfo& info);
-// criuCheck({workDir, binary?, libcriu?}) → Promise<void>; rejects with CRIU's error lines.
+// criuCheck({workDir, binary?, libcriu?}) → Promise<void>; rejects with CRIU's error lines. CRIU 4.1.1's
+// RPC check crashes (its check child segfaults: libcriu sends no options), so callers fall back to the
+// `criu check` command.
 Napi::Value CriuCheck(const Napi::CallbackInfo& info);
 // criuFeatures({...}) → Promise<{memTrack, lazyPages, pidfdStore}>.
 Napi::Value CriuFeatures(const Napi::CallbackInfo& info);
