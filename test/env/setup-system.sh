@@ -2,7 +2,8 @@
 # Installs the system packages Kybernate builds and tests against, on Debian 12 (root).
 #
 # - bookworm: build tools, containerd 1.6 (system /usr/bin), runc, iptables (CRIU's network
-#   locking runs iptables-restore), busybox-static (the test image), util-linux, pkg-config.
+#   locking runs iptables-restore), busybox-static (the test image), util-linux, pkg-config, valgrind
+#   (the addon leak check in the suite).
 # - trixie: CRIU 4.x + libcriu-dev (bookworm's CRIU 3.17 fails `criu check` on this kernel).
 #   The trixie/sid suites are added with a low pin so nothing else is upgraded by accident.
 #
@@ -12,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 SOURCES=/etc/apt/sources.list.d/kybernate-trixie-sid.sources
 PIN=/etc/apt/preferences.d/kybernate-trixie-sid
-BOOKWORM_PKGS=(build-essential python3 containerd runc iptables busybox-static util-linux pkg-config)
+BOOKWORM_PKGS=(build-essential python3 containerd runc iptables busybox-static util-linux pkg-config valgrind)
 TRIXIE_PKGS=(criu libcriu-dev)
 
 say() { printf 'setup-system: %s\n' "$*"; }
