@@ -38,10 +38,8 @@ export interface Manifest {
   files: Array<{ name: string; bytes: number }>;
 }
 
-export interface CheckpointOptions {
-  pid: number;
-  imagesDir: string;
-  leaveRunning?: boolean;
+/** CRIU options that dump and restore share (a restore must repeat what the dump was given). */
+interface CriuShared {
   tcpEstablished?: boolean;
   shellJob?: boolean;
   extUnixSk?: boolean;
@@ -50,6 +48,19 @@ export interface CheckpointOptions {
   extMounts?: ReadonlyArray<readonly [string, string]>;
   /** Kills criu after this long; the process is released and keeps running. Default 10 min. */
   criuTimeoutMs?: number;
+}
+
+function criuShared(o: CriuShared) {
+  return {
+    tcpEstablished: o.tcpEstablished, shellJob: o.shellJob, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks,
+    manageCgroupsMode: o.manageCgroupsMode, extMounts: o.extMounts, timeoutMs: o.criuTimeoutMs ?? DEFAULT_CRIU_TIMEOUT_MS,
+  };
+}
+
+export interface CheckpointOptions extends CriuShared {
+  pid: number;
+  imagesDir: string;
+  leaveRunning?: boolean;
   /** cuCheckpointProcessLock timeout. Default 10 s. */
   cudaLockTimeoutMs?: number;
   /** Tests: the CUDA module to use (default: src/native/cuda, imported on first use). */
@@ -68,15 +79,8 @@ export interface CheckpointResult {
   manifest: Manifest;
 }
 
-export interface RestoreOptions {
+export interface RestoreOptions extends CriuShared {
   imagesDir: string;
-  tcpEstablished?: boolean;
-  shellJob?: boolean;
-  extUnixSk?: boolean;
-  fileLocks?: boolean;
-  manageCgroupsMode?: criu.CgroupMode;
-  extMounts?: ReadonlyArray<readonly [string, string]>;
-  criuTimeoutMs?: number;
   cuda?: CudaApi | null;
 }
 
@@ -175,18 +179,7 @@ export async function checkpointProcess(opts: CheckpointOptions): Promise<Checkp
 
   try {
     await timed(steps, 'criu-dump', () =>
-      criu.dump({
-        pid,
-        imagesDir,
-        leaveRunning,
-        tcpEstablished: opts.tcpEstablished,
-        shellJob: opts.shellJob,
-        extUnixSk: opts.extUnixSk,
-        fileLocks: opts.fileLocks,
-        manageCgroupsMode: opts.manageCgroupsMode,
-        extMounts: opts.extMounts,
-        timeoutMs: opts.criuTimeoutMs ?? DEFAULT_CRIU_TIMEOUT_MS,
-      }),
+      criu.dump({ pid, imagesDir, leaveRunning, ...criuShared(opts) }),
     );
   } catch (err) {
     const rollbackErrors = await gpu.rollback();
@@ -287,16 +280,7 @@ export async function restoreProcess(opts: RestoreOptions): Promise<RestoreResul
   let pid: number;
   try {
     pid = await timed(steps, 'criu-restore', () =>
-      criu.restore({
-        imagesDir: opts.imagesDir,
-        tcpEstablished: opts.tcpEstablished,
-        shellJob: opts.shellJob,
-        extUnixSk: opts.extUnixSk,
-        fileLocks: opts.fileLocks,
-        manageCgroupsMode: opts.manageCgroupsMode,
-        extMounts: opts.extMounts,
-        timeoutMs: opts.criuTimeoutMs ?? DEFAULT_CRIU_TIMEOUT_MS,
-      }),
+      criu.restore({ imagesDir: opts.imagesDir, ...criuShared(opts) }),
     );
   } catch (err) {
     throw new StepError('criu-restore', `criu-restore failed: ${message(err)}`, {
