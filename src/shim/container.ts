@@ -17,6 +17,7 @@ export interface CreateConfig {
   rootfs: MountSpec[];
   stdio: StdioConfig;
   options: RuntimeOptions;
+  namespace: string;
 }
 
 /** Identifiers become file names and runc arguments: allow containerd's identifier alphabet only. */
@@ -51,6 +52,7 @@ export class Container {
     readonly init: InitProcess,
     private readonly ownsRootfs: boolean,
     readonly sharedPidNamespace: boolean,
+    private readonly namespace: string,
   ) {}
 
   /** Mounts the rootfs and runs `runc create`; on failure nothing is left behind. */
@@ -61,7 +63,7 @@ export class Container {
     writeBundleState(cfg.bundle, { runcRoot: cfg.options.runcRoot, runcBinary: cfg.options.runcBinary, systemdCgroup: cfg.options.systemdCgroup });
     const rootfs = path.join(cfg.bundle, 'rootfs');
     if (cfg.rootfs.length > 0) mountAll(cfg.rootfs, rootfs);
-    const init = new InitProcess({ id: cfg.id, bundle: cfg.bundle, runc, stdio: cfg.stdio, noPivot: cfg.options.noPivot, noNewKeyring: cfg.options.noNewKeyring });
+    const init = new InitProcess({ id: cfg.id, bundle: cfg.bundle, runc, stdio: cfg.stdio, noPivot: cfg.options.noPivot, noNewKeyring: cfg.options.noNewKeyring, namespace: cfg.namespace });
     try {
       await init.create();
     } catch (err) {
@@ -71,7 +73,7 @@ export class Container {
     }
     const namespaces = ((spec.linux as { namespaces?: Array<{ type: string; path?: string }> } | undefined)?.namespaces) ?? [];
     const pidNs = namespaces.find((n) => n.type === 'pid');
-    return new Container(cfg.id, cfg.bundle, runc, init, cfg.rootfs.length > 0, !pidNs || !!pidNs.path);
+    return new Container(cfg.id, cfg.bundle, runc, init, cfg.rootfs.length > 0, !pidNs || !!pidNs.path, cfg.namespace);
   }
 
   /** The init process for '' or an exec by id. */
@@ -93,7 +95,7 @@ export class Container {
     } catch (err) {
       throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid exec process spec: ${(err as Error).message}`);
     }
-    const exec = new ExecProcess({ containerId: this.id, execId, bundle: this.bundle, runc: this.runc, stdio, spec });
+    const exec = new ExecProcess({ containerId: this.id, execId, bundle: this.bundle, runc: this.runc, stdio, spec, namespace: this.namespace });
     this.execs.set(execId, exec);
     return exec;
   }

@@ -10,12 +10,13 @@ import * as tty from 'node:tty';
 import type { Readable, Writable } from 'node:stream';
 import { KybernateError } from '../errors';
 import * as native from '../native';
+import { type LogBinaryOwner, startLogBinary } from './log-binary';
 
 export interface StdioConfig { stdin: string; stdout: string; stderr: string; terminal: boolean }
 
 const CONSOLE_TIMEOUT_MS = 30_000;
 
-type Target = { kind: 'null' } | { kind: 'fifo'; path: string } | { kind: 'file'; path: string };
+type Target = { kind: 'null' } | { kind: 'fifo'; path: string } | { kind: 'file'; path: string } | { kind: 'binary'; uri: URL };
 
 /** Parses a stdio location: '' (none), a FIFO path, fifo://path or file://path. */
 export function parseTarget(uri: string): Target {
@@ -29,13 +30,16 @@ export function parseTarget(uri: string): Target {
   }
   if (u.protocol === 'fifo:') return { kind: 'fifo', path: u.pathname };
   if (u.protocol === 'file:') return { kind: 'file', path: u.pathname };
-  throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `unsupported stdio scheme ${u.protocol} in ${JSON.stringify(uri)} (supported: FIFO paths, fifo://, file://)`);
+  if (u.protocol === 'binary:') return { kind: 'binary', uri: u };
+  throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `unsupported stdio scheme ${u.protocol} in ${JSON.stringify(uri)} (supported: FIFO paths, fifo://, file://, binary://)`);
 }
 
 /** A writer for an output target. FIFOs are opened read-write so the open never blocks or fails with ENXIO. */
 function openOutput(t: Target): Writable | undefined {
   switch (t.kind) {
-    case 'null': return undefined;
+    case 'null':
+    case 'binary': // handled as a whole by startLogBinary
+      return undefined;
     case 'file':
       fs.mkdirSync(path.dirname(t.path), { recursive: true });
       return fs.createWriteStream(t.path, { flags: 'a' });
@@ -75,10 +79,10 @@ export class ProcessIO {
 
   private constructor(readonly config: StdioConfig) {}
 
-  static create(config: StdioConfig): ProcessIO {
+  static async create(config: StdioConfig, owner: LogBinaryOwner): Promise<ProcessIO> {
     const io = new ProcessIO(config);
     try {
-      io.setup();
+      await io.setup(owner);
     } catch (err) {
       io.destroy();
       throw err;
@@ -86,11 +90,21 @@ export class ProcessIO {
     return io;
   }
 
-  private setup(): void {
+  private async setup(owner: LogBinaryOwner): Promise<void> {
     const out = parseTarget(this.config.stdout);
     const err = parseTarget(this.config.stderr);
     const input = parseTarget(this.config.stdin);
-    if (input.kind === 'file') throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'stdin cannot be a file:// URI');
+    if (input.kind === 'file' || input.kind === 'binary') throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `stdin cannot be a ${input.kind}:// URI`);
+    if (out.kind === 'binary' || err.kind === 'binary') {
+      if (this.config.terminal) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'binary:// logging does not support a terminal');
+      // containerd's binary logging names one binary for both streams, as the protocol hands it both.
+      if (out.kind !== 'binary' || err.kind !== 'binary' || out.uri.href !== err.uri.href) {
+        throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'a binary:// log URI must be used for both stdout and stderr');
+      }
+      const bin = await startLogBinary(out.uri, owner);
+      this.childFds[1] = bin.stdout;
+      this.childFds[2] = bin.stderr;
+    }
     if (this.config.terminal) {
       // runc connects to this socket and sends the pty master; the path must fit sockaddr_un.
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kyb-pty-'));

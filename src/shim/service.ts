@@ -66,7 +66,7 @@ export class TaskService {
     if (r.checkpoint) throw errUnimplemented('restore from a checkpoint is not supported by this shim yet');
     const rootfs: MountSpec[] = r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] }));
     const stdio = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
-    const c = await Container.create({ id: r.id, bundle: r.bundle, rootfs, stdio, options: parseRuntimeOptions(r.options, this.deps.namespace) });
+    const c = await Container.create({ id: r.id, bundle: r.bundle, rootfs, stdio, options: parseRuntimeOptions(r.options, this.deps.namespace), namespace: this.deps.namespace });
     this.containers.set(r.id, c);
     this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
       containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,

@@ -14,6 +14,7 @@ export interface ExecConfig {
   stdio: StdioConfig;
   /** OCI Process JSON as sent by containerd. */
   spec: Uint8Array;
+  namespace: string;
 }
 
 export class ExecProcess extends Process {
@@ -27,7 +28,7 @@ export class ExecProcess extends Process {
     const specFile = path.join(bundle, `exec-${execId}.json`);
     const pidFile = path.join(bundle, `exec-${execId}.pid`);
     fs.writeFileSync(specFile, this.cfg.spec, { mode: 0o600 });
-    const io = ProcessIO.create(this.cfg.stdio);
+    const io = await ProcessIO.create(this.cfg.stdio, { containerId: this.cfg.containerId, namespace: this.cfg.namespace });
     this.io = io;
     try {
       await this.cfg.runc.exec(this.cfg.containerId, specFile, { pidFile, consoleSocket: io.consoleSocketPath, stdio: io.childFds });

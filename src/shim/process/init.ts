@@ -12,6 +12,7 @@ export interface InitConfig {
   stdio: StdioConfig;
   noPivot: boolean;
   noNewKeyring: boolean;
+  namespace: string;
 }
 
 export class InitProcess extends Process {
@@ -24,7 +25,7 @@ export class InitProcess extends Process {
 
   /** runc create: the container exists and its init waits for `start`. */
   async create(): Promise<void> {
-    const io = ProcessIO.create(this.cfg.stdio);
+    const io = await ProcessIO.create(this.cfg.stdio, { containerId: this.cfg.id, namespace: this.cfg.namespace });
     this.io = io;
     const pidFile = path.join(this.cfg.bundle, INIT_PID_FILE);
     try {
