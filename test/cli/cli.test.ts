@@ -4,9 +4,9 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { alive } from '../../src/checkpoint/process';
-import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, root, startCounter, tmpDir, until } from '../criu/helpers';
+import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, root, startCounter, until, cleanupEachTest } from '../criu/helpers';
 
 const exec = promisify(execFile);
 const cli = path.join(root, 'dist', 'kybernate.cjs');
@@ -38,17 +38,7 @@ interface Check {
   data?: Record<string, unknown>;
 }
 
-const cleanup: Array<() => void> = [];
-afterEach(() => {
-  // Last in, first out: processes die before their directories go.
-  for (const fn of cleanup.splice(0).reverse()) fn();
-});
-
-function dir(prefix: string): string {
-  const d = tmpDir(prefix);
-  cleanup.push(() => fs.rmSync(d, { recursive: true, force: true }));
-  return d;
-}
+const { defer, dir } = cleanupEachTest();
 
 beforeAll(async () => {
   await exec(process.execPath, [path.join(root, 'test', 'env', 'bundle.cjs')]);
@@ -134,7 +124,7 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
   it('names the failed step and says the process keeps running', async () => {
     const d = dir('cli-fail');
     const c = await startCounter(d);
-    cleanup.push(() => c.stop());
+    defer(() => c.stop());
     const r = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', path.join(d, 'img'), '--timeout', '0.001');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^kybernate: criu-dump failed for pid ${c.pid}: .*; the process keeps running$`, 'm'));
@@ -156,7 +146,7 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
       const d = dir('cli-rt');
       const images = path.join(d, 'img');
       const c = await startCounter(d);
-      cleanup.push(() => c.stop());
+      defer(() => c.stop());
       await until(() => c.read() > 5);
       const cp = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', images);
       expect(cp.code).toBe(0);
@@ -174,7 +164,7 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
     it('--leave-running keeps the process running', async () => {
       const d = dir('cli-leave');
       const c = await startCounter(d);
-      cleanup.push(() => c.stop());
+      defer(() => c.stop());
       const r = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', path.join(d, 'img'), '--leave-running');
       expect(r.code).toBe(0);
       expect(r.stdout).toContain('the process keeps running');

@@ -3,10 +3,10 @@
 // CRIU can dump on (probed once; without it those tests are skipped and say why).
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as criu from '../../src/native/criu';
 import { alive } from '../../src/checkpoint/process';
-import { addonBuilt, freePid, probeDump, hasCriu, isRoot, python, sleep, startCounter, tmpDir, until } from './helpers';
+import { addonBuilt, freePid, probeDump, hasCriu, isRoot, python, sleep, startCounter, tmpDir, until, cleanupEachTest } from './helpers';
 
 const lacks = !isRoot ? 'root' : !hasCriu ? 'the criu binary' : !addonBuilt ? 'a built addon (make build)' : undefined;
 const probe = lacks === undefined ? await probeDump() : { broken: `needs ${lacks}`, needsNoBreakpoints: false };
@@ -14,11 +14,7 @@ const broken = probe.broken;
 if (broken !== undefined) console.warn(`test/criu: dump/restore round trips skipped: ${broken}`);
 if (probe.needsNoBreakpoints) console.warn('test/criu: hardware breakpoints do not work here; CRIU runs with CRIU_FAULT=130');
 
-const cleanup: Array<() => void> = [];
-afterEach(() => {
-  // Last in, first out: processes die before their directories go.
-  for (const fn of cleanup.splice(0).reverse()) fn();
-});
+const { defer } = cleanupEachTest();
 
 describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks})` : ''}`, () => {
   it('reports the criu binary version (>= 4.0) and formats it', async () => {
@@ -48,7 +44,7 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
   it('rejects a dump of a pid that does not exist with CRIU\'s error lines', async () => {
     const pid = await freePid();
     const dir = tmpDir('nopid');
-    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const err = (await criu.dump({ pid, imagesDir: dir }).catch((e: unknown) => e)) as criu.CriuError;
     expect(err).toBeInstanceOf(criu.CriuError);
     expect(err.op).toBe('criuDump');
@@ -61,7 +57,7 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
 
   it('rejects an images directory that is missing or not a directory with the errno', async () => {
     const dir = tmpDir('baddir');
-    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const missing = (await criu.dump({ pid: process.pid, imagesDir: path.join(dir, 'nope') }).catch((e: unknown) => e)) as criu.CriuError;
     expect(missing.code).toBe('ENOENT');
     expect(missing.message).toContain(path.join(dir, 'nope'));
@@ -74,7 +70,7 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
 
   it('rejects a restore of a directory without images with CRIU\'s error lines', async () => {
     const dir = tmpDir('empty');
-    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const err = (await criu.restore({ imagesDir: dir }).catch((e: unknown) => e)) as criu.CriuError;
     expect(err).toBeInstanceOf(criu.CriuError);
     expect(err.logErrors.length).toBeGreaterThan(0);
@@ -83,13 +79,13 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
 
   it('fails cleanly when the process is killed while CRIU dumps it', async () => {
     const dir = tmpDir('gone');
-    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const { spawn } = await import('node:child_process');
     // 512 MiB of touched memory: the dump takes long enough to be caught in the middle.
     const ready = path.join(dir, 'ready');
     const code = `b = bytes(range(256)) * (2 << 20)\nopen(${JSON.stringify(ready)}, 'w').close()\nimport time\ntime.sleep(60)`;
     const c = spawn(python!, ['-c', code], { detached: true, stdio: 'ignore' });
-    cleanup.push(() => c.kill('SIGKILL'));
+    defer(() => c.kill('SIGKILL'));
     await until(() => fs.existsSync(ready), 30_000);
     const pending = criu.dump({ pid: c.pid!, imagesDir: dir, timeoutMs: 30_000 });
     // Kill it as soon as CRIU has seized it (its tracer shows up), i.e. in the middle of the dump.
@@ -103,9 +99,9 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
 
   it.skipIf(!probe.needsNoBreakpoints)(`kills a hung criu at timeoutMs and leaves the process running${probe.needsNoBreakpoints ? '' : ' (skipped: needs a machine where dumps with hardware breakpoints hang)'}`, async () => {
     const dir = tmpDir('hang');
-    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const c = await startCounter(dir);
-    cleanup.push(() => c.stop());
+    defer(() => c.stop());
     const err = (await criu.dump({ pid: c.pid, imagesDir: dir, timeoutMs: 2000, noBreakpoints: false }).catch((e: unknown) => e)) as criu.CriuError;
     expect(err.code).toBe('ETIMEDOUT');
     const before = c.read();
@@ -118,11 +114,11 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
     () => {
       it('dumps a counter tree, which then continues from its checkpointed value after restore', async () => {
         const dir = tmpDir('roundtrip');
-        cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+        defer(() => fs.rmSync(dir, { recursive: true, force: true }));
         const images = path.join(dir, 'images');
         fs.mkdirSync(images);
         const c = await startCounter(dir);
-        cleanup.push(() => c.stop());
+        defer(() => c.stop());
         await until(() => c.read() > 5);
         await criu.dump({ pid: c.pid, imagesDir: images });
         await until(() => !alive(c.pid));
@@ -138,11 +134,11 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
 
       it('leaves the process running with leaveRunning', async () => {
         const dir = tmpDir('leave');
-        cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+        defer(() => fs.rmSync(dir, { recursive: true, force: true }));
         const images = path.join(dir, 'images');
         fs.mkdirSync(images);
         const c = await startCounter(dir);
-        cleanup.push(() => c.stop());
+        defer(() => c.stop());
         await criu.dump({ pid: c.pid, imagesDir: images, leaveRunning: true });
         const after = c.read();
         await until(() => c.read() > after + 3);

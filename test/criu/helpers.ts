@@ -1,3 +1,4 @@
+import { afterEach } from 'vitest';
 // Shared by the CRIU and CLI tests: a counter process tree, a pid that is free, and one probe of
 // whether CRIU can dump at all on this machine (it hangs on some kernels; the tests then say so).
 import { spawn } from 'node:child_process';
@@ -13,6 +14,25 @@ export const isRoot = process.getuid?.() === 0;
 export const python = ['/usr/bin/python3', '/usr/local/bin/python3'].find((p) => fs.existsSync(p));
 export const hasCriu = criu.criuBinary() !== undefined;
 export const addonBuilt = fs.existsSync(path.join(root, 'build', 'Release', 'kybernate.node'));
+
+/**
+ * Registers an afterEach that runs the deferred cleanups last in, first out (processes die before their
+ * directories go); dir() makes a temp directory removed that way.
+ */
+export function cleanupEachTest(): { defer(fn: () => void): void; dir(prefix: string): string } {
+  const fns: Array<() => void> = [];
+  afterEach(() => {
+    for (const fn of fns.splice(0).reverse()) fn();
+  });
+  return {
+    defer: (fn) => { fns.push(fn); },
+    dir: (prefix) => {
+      const d = tmpDir(prefix);
+      fns.push(() => fs.rmSync(d, { recursive: true, force: true }));
+      return d;
+    },
+  };
+}
 
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `kyb-${prefix}-`));

@@ -2,25 +2,15 @@
 // and the manifest that marks complete images.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { cudaSteps, type CudaApi } from '../../src/checkpoint/cuda-steps';
 import { alive, checkpointProcess, MANIFEST, readManifest, restoreProcess, StepError } from '../../src/checkpoint/process';
-import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, startCounter, tmpDir, until } from './helpers';
+import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, startCounter, until, cleanupEachTest } from './helpers';
 
 const lacks = !isRoot ? 'root' : !hasCriu ? 'the criu binary' : !addonBuilt ? 'a built addon (make build)' : python === undefined ? 'python3' : undefined;
 const broken = lacks === undefined ? await dumpBroken() : `needs ${lacks}`;
 
-const cleanup: Array<() => void> = [];
-afterEach(() => {
-  // Last in, first out: processes die before their directories go.
-  for (const fn of cleanup.splice(0).reverse()) fn();
-});
-
-function dir(prefix: string): string {
-  const d = tmpDir(prefix);
-  cleanup.push(() => fs.rmSync(d, { recursive: true, force: true }));
-  return d;
-}
+const { defer, dir } = cleanupEachTest();
 
 /**
  * Stands in for src/native/cuda, which needs a GPU: it records the calls so the order of the CUDA steps
@@ -99,7 +89,7 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
   it('rolls the CUDA steps back when the CRIU dump fails, and the process keeps running', async () => {
     const d = dir('rollback');
     const c = await startCounter(d);
-    cleanup.push(() => c.stop());
+    defer(() => c.stop());
     const cuda = recordingCuda();
     // 1 ms is shorter than criu's own start-up: the dump step fails on every machine.
     const err = (await checkpointProcess({ pid: c.pid, imagesDir: path.join(d, 'img'), cuda, criuTimeoutMs: 1 })
@@ -118,7 +108,7 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
   it('unlocks when the CUDA checkpoint step fails', async () => {
     const d = dir('cudafail');
     const c = await startCounter(d);
-    cleanup.push(() => c.stop());
+    defer(() => c.stop());
     const cuda = recordingCuda();
     cuda.checkpoint = async () => {
       cuda.calls.push('checkpoint failed');
@@ -135,7 +125,7 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
       const d = dir('full');
       const images = path.join(d, 'img');
       const c = await startCounter(d);
-      cleanup.push(() => c.stop());
+      defer(() => c.stop());
       await until(() => c.read() > 5);
       const r = await checkpointProcess({ pid: c.pid, imagesDir: images, cuda: null });
       expect(r.cuda).toBe(false);
@@ -154,7 +144,7 @@ describe.skipIf(lacks !== undefined)(`checkpointProcess${lacks ? ` (skipped: nee
     it('leaves the process running with leaveRunning and runs the CUDA resume steps', async () => {
       const d = dir('leave');
       const c = await startCounter(d);
-      cleanup.push(() => c.stop());
+      defer(() => c.stop());
       const cuda = recordingCuda();
       const r = await checkpointProcess({ pid: c.pid, imagesDir: path.join(d, 'img'), leaveRunning: true, cuda });
       expect(r.steps.map((s) => s.step)).toEqual(['cuda-lock', 'cuda-checkpoint', 'criu-dump', 'cuda-restore', 'cuda-unlock', 'manifest']);

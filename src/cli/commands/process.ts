@@ -38,6 +38,17 @@ function timeoutMs(v: string | undefined): number | undefined {
   return Math.round(s * 1000);
 }
 
+/** The CRIU flags checkpoint and restore share (a restore must repeat what the dump was given). */
+function criuFlags(values: { 'tcp-established'?: boolean; 'shell-job'?: boolean; 'ext-unix-sk'?: boolean; 'file-locks'?: boolean; timeout?: string }) {
+  return {
+    tcpEstablished: values['tcp-established'],
+    shellJob: values['shell-job'],
+    extUnixSk: values['ext-unix-sk'],
+    fileLocks: values['file-locks'],
+    criuTimeoutMs: timeoutMs(values.timeout),
+  };
+}
+
 function report(err: unknown, json: boolean): number {
   const e = err as StepError & { cause?: { logErrors?: string[]; logFile?: string } };
   if (json) {
@@ -77,11 +88,7 @@ async function checkpoint(args: string[]): Promise<number> {
       pid,
       imagesDir: values.images,
       leaveRunning: values['leave-running'],
-      tcpEstablished: values['tcp-established'],
-      shellJob: values['shell-job'],
-      extUnixSk: values['ext-unix-sk'],
-      fileLocks: values['file-locks'],
-      criuTimeoutMs: timeoutMs(values.timeout),
+      ...criuFlags(values),
     });
     if (json) {
       process.stdout.write(`${JSON.stringify({ ok: true, pid, imagesDir: r.imagesDir, cuda: r.cuda, cudaSkipped: r.cudaSkipped, bytes: r.bytes, steps: r.steps }, null, 2)}\n`);
@@ -109,11 +116,7 @@ async function restore(args: string[]): Promise<number> {
   try {
     const r = await restoreProcess({
       imagesDir: values.images,
-      tcpEstablished: values['tcp-established'],
-      shellJob: values['shell-job'],
-      extUnixSk: values['ext-unix-sk'],
-      fileLocks: values['file-locks'],
-      criuTimeoutMs: timeoutMs(values.timeout),
+      ...criuFlags(values),
     });
     if (json) {
       process.stdout.write(`${JSON.stringify({ ok: true, pid: r.pid, cuda: r.cuda, steps: r.steps }, null, 2)}\n`);
