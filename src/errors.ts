@@ -46,6 +46,12 @@ export const ERROR_CODES = {
   KYB_ERR_CUDA_HUNG: Status.DEADLINE_EXCEEDED,
   KYB_ERR_CUDA_INVALID: Status.INVALID_ARGUMENT,
   KYB_ERR_CUDA: Status.INTERNAL,
+  // Container checkpoints (src/checkpoint)
+  KYB_ERR_CHECKPOINT_INVALID: Status.DATA_LOSS,
+  KYB_ERR_CHECKPOINT_INCOMPATIBLE: Status.FAILED_PRECONDITION,
+  KYB_ERR_CHECKPOINT_FAILED: Status.INTERNAL,
+  KYB_ERR_RESTORE_FAILED: Status.INTERNAL,
+  KYB_ERR_GPU_SUSPENDED: Status.FAILED_PRECONDITION,
 } as const satisfies Record<string, StatusCode>;
 export type ErrorCode = keyof typeof ERROR_CODES;
 
