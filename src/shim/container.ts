@@ -43,8 +43,17 @@ function readSpec(bundle: string): Record<string, unknown> {
   return s;
 }
 
+/** A container whose CUDA processes gave their GPU state back to host memory and whose cgroup is frozen. */
+export interface GpuSuspension {
+  /** Host pids of the CUDA processes that were locked and checkpointed (what resume restores). */
+  pids: number[];
+  since: Date;
+}
+
 export class Container {
   readonly execs = new Map<string, ExecProcess>();
+  /** Set while the container is suspended in place (src/shim/suspend.ts); undefined otherwise. */
+  gpuSuspension: GpuSuspension | undefined;
   private constructor(
     readonly id: string,
     readonly bundle: string,
