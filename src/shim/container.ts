@@ -9,6 +9,7 @@ import type { RuntimeOptions } from './options';
 import { ExecProcess } from './process/exec';
 import { InitProcess } from './process/init';
 import type { Process } from './process/process';
+import { planRestore } from './restore';
 import { Runc } from './runc';
 
 export interface CreateConfig {
@@ -18,6 +19,8 @@ export interface CreateConfig {
   stdio: StdioConfig;
   options: RuntimeOptions;
   namespace: string;
+  /** Restore from this checkpoint directory at Start instead of running the spec's process. */
+  checkpoint?: string;
 }
 
 /** Identifiers become file names and runc arguments: allow containerd's identifier alphabet only. */
@@ -48,6 +51,8 @@ export interface GpuSuspension {
   /** Host pids of the CUDA processes that were locked and checkpointed (what resume restores). */
   pids: number[];
   since: Date;
+  /** Device memory the CUDA processes held when they were suspended (0 when unknown). */
+  deviceMemoryBytes?: number;
 }
 
 export class Container {
@@ -61,7 +66,7 @@ export class Container {
     readonly init: InitProcess,
     private readonly ownsRootfs: boolean,
     readonly sharedPidNamespace: boolean,
-    private readonly namespace: string,
+    readonly namespace: string,
   ) {}
 
   /** Mounts the rootfs and runs `runc create`; on failure nothing is left behind. */
@@ -70,9 +75,14 @@ export class Container {
     const spec = readSpec(cfg.bundle);
     const runc = new Runc({ binary: cfg.options.runcBinary, root: cfg.options.runcRoot, logPath: path.join(cfg.bundle, 'log.json'), systemdCgroup: cfg.options.systemdCgroup });
     writeBundleState(cfg.bundle, { runcRoot: cfg.options.runcRoot, runcBinary: cfg.options.runcBinary, systemdCgroup: cfg.options.systemdCgroup });
+    // A checkpoint is verified before anything is mounted or started.
+    const restore = cfg.checkpoint ? await planRestore(cfg.checkpoint, cfg.bundle, runc, cfg.options.criuWorkPath) : undefined;
     const rootfs = path.join(cfg.bundle, 'rootfs');
     if (cfg.rootfs.length > 0) mountAll(cfg.rootfs, rootfs);
-    const init = new InitProcess({ id: cfg.id, bundle: cfg.bundle, runc, stdio: cfg.stdio, noPivot: cfg.options.noPivot, noNewKeyring: cfg.options.noNewKeyring, namespace: cfg.namespace });
+    const init = new InitProcess({
+      id: cfg.id, bundle: cfg.bundle, runc, stdio: cfg.stdio, noPivot: cfg.options.noPivot, noNewKeyring: cfg.options.noNewKeyring,
+      namespace: cfg.namespace, ...(restore ? { restore } : {}),
+    });
     try {
       await init.create();
     } catch (err) {

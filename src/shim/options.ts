@@ -10,6 +10,8 @@ export interface RuntimeOptions {
   systemdCgroup: boolean;
   noPivot: boolean;
   noNewKeyring: boolean;
+  /** CRIU's work directory for restores (logs); default <bundle>/criu-work. */
+  criuWorkPath?: string;
 }
 
 /** Type URLs come with or without a host prefix; compare the part after the last '/'. */
@@ -31,6 +33,7 @@ export function parseRuntimeOptions(any: { type_url?: string | null; value?: Uin
       opts.systemdCgroup = o.systemdCgroup;
       opts.noPivot = o.noPivotRoot;
       opts.noNewKeyring = o.noNewKeyring;
+      if (o.criuWorkPath) opts.criuWorkPath = o.criuWorkPath;
     } else if (name === 'runtimeoptions.v1.Options') {
       runtimeoptions.v1.Options.decode(any.value ?? new Uint8Array()); // validated; nothing in it applies to runc yet
     } else {

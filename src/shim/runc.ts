@@ -8,16 +8,61 @@ import { run, type RunResult } from '../native/run';
 
 const SIGKILL = 9;
 const COMMAND_TIMEOUT_MS = 60_000;
+/** A dump or restore moves the whole memory of the container (GiBs for GPU workloads). */
+const CRIU_TIMEOUT_MS = 30 * 60_000;
 
-/** Environment for runc: ours without NOTIFY_SOCKET. */
+/**
+ * Environment for runc: ours without NOTIFY_SOCKET. runc hands it on to criu, so
+ * KYBERNATE_CRIU_NO_BREAKPOINTS=1 becomes CRIU_FAULT=130 (stop the parasite by syscall tracing: on VMs
+ * whose debug registers do not work, dumps otherwise hang).
+ */
 export function runcEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   delete env.NOTIFY_SOCKET;
+  if (env.KYBERNATE_CRIU_NO_BREAKPOINTS === '1' && env.CRIU_FAULT === undefined) env.CRIU_FAULT = '130';
   return env;
 }
 
 function envList(): string[] {
   return Object.entries(runcEnv()).map(([k, v]) => `${k}=${v ?? ''}`);
+}
+
+/** CRIU options a dump was made with; a restore repeats them. */
+export interface CriuFlags {
+  tcpEstablished?: boolean;
+  extUnixSk?: boolean;
+  shellJob?: boolean;
+  fileLocks?: boolean;
+  /** soft | full | strict | ignore */
+  manageCgroupsMode?: string;
+}
+
+export interface CheckpointOpts extends CriuFlags {
+  imagePath: string;
+  workPath: string;
+  leaveRunning: boolean;
+  parentPath?: string;
+  emptyNamespaces?: string[];
+}
+
+export interface RestoreOpts extends CriuFlags {
+  imagePath: string;
+  workPath: string;
+  bundle: string;
+  pidFile: string;
+  consoleSocket?: string;
+  noPivot?: boolean;
+  stdio: [number, number, number];
+}
+
+function criuFlagArgs(f: CriuFlags): string[] {
+  const a: string[] = [];
+  if (f.tcpEstablished) a.push('--tcp-established');
+  if (f.extUnixSk) a.push('--ext-unix-sk');
+  if (f.shellJob) a.push('--shell-job');
+  if (f.fileLocks) a.push('--file-locks');
+  if (f.manageCgroupsMode) a.push('--manage-cgroups-mode', f.manageCgroupsMode);
+  return a;
 }
 
 export interface RuncConfig {
@@ -88,10 +133,10 @@ export class Runc {
   }
 
   /** Runs a runc command whose output we capture. */
-  private async call(op: string, sub: string[], input?: string): Promise<RunResult> {
+  private async call(op: string, sub: string[], input?: string, timeoutMs = COMMAND_TIMEOUT_MS): Promise<RunResult> {
     let res: RunResult;
     try {
-      res = await run(this.config.binary, this.args(sub), { env: runcEnv(), input, deathSignal: SIGKILL, timeoutMs: COMMAND_TIMEOUT_MS });
+      res = await run(this.config.binary, this.args(sub), { env: runcEnv(), input, deathSignal: SIGKILL, timeoutMs });
     } catch (err) {
       this.missing(err);
     }
@@ -141,6 +186,27 @@ export class Runc {
   /** Applies OCI LinuxResources (JSON) to the running container. */
   async update(id: string, resourcesJson: string): Promise<void> {
     await this.call('update', ['update', '--resources', '-', id], resourcesJson);
+  }
+
+  /** runc checkpoint: CRIU dumps the container into o.imagePath (its logs go to o.workPath). */
+  async checkpoint(id: string, o: CheckpointOpts): Promise<void> {
+    const sub = ['checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath, ...criuFlagArgs(o)];
+    if (o.leaveRunning) sub.push('--leave-running');
+    if (o.parentPath) sub.push('--parent-path', o.parentPath);
+    for (const ns of o.emptyNamespaces ?? []) sub.push('--empty-ns', ns);
+    await this.call('checkpoint', [...sub, id], undefined, CRIU_TIMEOUT_MS);
+  }
+
+  /**
+   * runc restore, detached: the restored init is reparented to the shim (the subreaper), which reaps it.
+   * stdio are the new process's fds; runc maps the dumped pipes onto them (descriptors.json in the image).
+   */
+  async restore(id: string, o: RestoreOpts): Promise<void> {
+    const sub = ['restore', '--image-path', o.imagePath, '--work-path', o.workPath, '--detach', '--pid-file', o.pidFile,
+      '--no-subreaper', '--bundle', o.bundle, ...criuFlagArgs(o)];
+    if (o.noPivot) sub.push('--no-pivot');
+    if (o.consoleSocket) sub.push('--console-socket', o.consoleSocket);
+    await this.spawnWithStdio('restore', [...sub, id], o.stdio);
   }
 
   async ps(id: string): Promise<number[]> {

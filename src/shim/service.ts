@@ -4,7 +4,8 @@
 import Long from 'long';
 import type { Logger } from 'pino';
 import { containerd, google } from '../gen/proto';
-import { KybernateError, errNotFound, errUnimplemented } from '../errors';
+import { KybernateError, errNotFound } from '../errors';
+import { checkpointContainer, parseCheckpointOptions } from './checkpoint';
 import { Container } from './container';
 import type { MountSpec } from './mount';
 import { parseRuntimeOptions, typeName } from './options';
@@ -63,10 +64,12 @@ export class TaskService {
 
   async create(r: Req<'CreateTaskRequest'>): Promise<containerd.task.v2.ICreateTaskResponse> {
     if (this.containers.has(r.id)) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `container ${r.id} already exists`);
-    if (r.checkpoint) throw errUnimplemented('restore from a checkpoint is not supported by this shim yet');
     const rootfs: MountSpec[] = r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] }));
     const stdio = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
-    const c = await Container.create({ id: r.id, bundle: r.bundle, rootfs, stdio, options: parseRuntimeOptions(r.options, this.deps.namespace), namespace: this.deps.namespace });
+    const c = await Container.create({
+      id: r.id, bundle: r.bundle, rootfs, stdio, options: parseRuntimeOptions(r.options, this.deps.namespace), namespace: this.deps.namespace,
+      ...(r.checkpoint ? { checkpoint: r.checkpoint } : {}),
+    });
     this.containers.set(r.id, c);
     this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
       containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,
@@ -213,8 +216,14 @@ export class TaskService {
     return EMPTY;
   }
 
-  async checkpoint(_r: Req<'CheckpointTaskRequest'>): Promise<object> {
-    throw errUnimplemented('checkpoint is not supported by this shim yet');
+  async checkpoint(r: Req<'CheckpointTaskRequest'>): Promise<object> {
+    const c = this.container(r.id);
+    if (!r.path) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'checkpoint path is empty');
+    const opts = parseCheckpointOptions(r.options);
+    const { manifest, steps } = await c.init.checkpoint(() => checkpointContainer(c, r.path, opts));
+    this.deps.log.info({ id: c.id, path: r.path, steps, cudaPids: manifest.cuda.pids, bytes: manifest.files.reduce((n, f) => n + f.size, 0) }, 'checkpointed');
+    this.publish('/tasks/checkpointed', 'containerd.events.TaskCheckpointed', E.TaskCheckpointed.encode({ containerId: c.id, checkpoint: r.path }).finish());
+    return EMPTY;
   }
 
   private readonly oomWatches = new Map<Container, { close(): void }>();

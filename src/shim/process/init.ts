@@ -1,8 +1,11 @@
 // The container's init process, driven through runc.
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { ProcessIO, type StdioConfig } from '../io';
 import { INIT_PID_FILE } from '../bundle-state';
+import { KybernateError } from '../../errors';
 import { readPidFile, type Runc } from '../runc';
+import { keepRestoreLog, restoreGpuState, type RestorePlan } from '../restore';
 import { Process } from './process';
 
 export interface InitConfig {
@@ -13,6 +16,8 @@ export interface InitConfig {
   noPivot: boolean;
   noNewKeyring: boolean;
   namespace: string;
+  /** Set for a Create with a checkpoint: create() only prepares IO, start() restores. */
+  restore?: RestorePlan;
 }
 
 export class InitProcess extends Process {
@@ -22,11 +27,15 @@ export class InitProcess extends Process {
   }
 
   get bundle(): string { return this.cfg.bundle; }
+  get restorePlan(): RestorePlan | undefined { return this.cfg.restore; }
+  /** Step timings of the last restore (runc restore, GPU steps). */
+  restoreSteps: Array<{ step: string; ms: number }> = [];
 
-  /** runc create: the container exists and its init waits for `start`. */
+  /** runc create: the container exists and its init waits for `start`. From a checkpoint: IO only, pid 0. */
   async create(): Promise<void> {
     const io = await ProcessIO.create(this.cfg.stdio, { containerId: this.cfg.id, namespace: this.cfg.namespace });
     this.io = io;
+    if (this.cfg.restore) return;
     const pidFile = path.join(this.cfg.bundle, INIT_PID_FILE);
     try {
       await this.cfg.runc.create(this.cfg.id, this.cfg.bundle, {
@@ -41,7 +50,36 @@ export class InitProcess extends Process {
     }
   }
 
-  async doStart(): Promise<void> { await this.cfg.runc.start(this.cfg.id); }
+  async doStart(): Promise<void> {
+    if (this.cfg.restore) { await this.doRestore(this.cfg.restore); return; }
+    await this.cfg.runc.start(this.cfg.id);
+  }
+
+  /** runc restore with this process's stdio, then the GPU state; a failed GPU step kills what was restored. */
+  private async doRestore(plan: RestorePlan): Promise<void> {
+    const io = this.io!;
+    const pidFile = path.join(this.cfg.bundle, INIT_PID_FILE);
+    const t0 = performance.now();
+    try {
+      await this.cfg.runc.restore(this.cfg.id, {
+        imagePath: plan.imagePath, workPath: plan.workPath, bundle: this.cfg.bundle, pidFile, consoleSocket: io.consoleSocketPath,
+        noPivot: this.cfg.noPivot, stdio: io.childFds, ...plan.flags,
+      });
+    } catch (err) {
+      const log = keepRestoreLog(plan, this.cfg.bundle);
+      throw new KybernateError('KYB_ERR_RESTORE_FAILED', `restore of ${this.cfg.id} failed at criu-restore: ${(err as Error).message}${log ? `; log: ${log}` : ''}`, { cause: err });
+    }
+    await io.started();
+    this.pid = readPidFile(pidFile);
+    this.restoreSteps = [{ step: 'runc-restore', ms: performance.now() - t0 }];
+    try {
+      this.restoreSteps.push(...await restoreGpuState(this.cfg.runc, this.cfg.id, plan));
+    } catch (err) {
+      // A process whose GPU state did not come back would block in its next CUDA call forever.
+      await this.cfg.runc.kill(this.cfg.id, 9, true).catch(() => undefined);
+      throw err;
+    }
+  }
 
   async doDelete(): Promise<void> {
     try {

@@ -47,6 +47,8 @@ export abstract class Process implements StateHost {
   pause(): Promise<void> { return this.serial(() => this.state.pause()); }
   resume(): Promise<void> { return this.serial(() => this.state.resume()); }
   update(resourcesJson: string): Promise<void> { return this.serial(() => this.state.update(resourcesJson)); }
+  /** Runs `work` (a checkpoint) if the state allows it, serialised with the other operations. */
+  checkpoint<T>(work: () => Promise<T>): Promise<T> { return this.serial(() => this.state.checkpoint(work)); }
   /** Kill is not queued behind other operations: it must be able to interrupt a stuck start or pause. */
   kill(signal: number, all: boolean): Promise<void> { return this.state.kill(signal, all); }
   /** Reported by the reaper; legal in every state. */

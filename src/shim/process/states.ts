@@ -31,6 +31,8 @@ export abstract class State implements ProcessOps {
   async resume(): Promise<void> { this.refuse('resume'); }
   async update(_resourcesJson: string): Promise<void> { this.refuse('update'); }
   async kill(_signal: number, _all: boolean): Promise<void> { this.refuse('kill'); }
+  /** Checkpoints need a live process; `work` does the dump and leaves the state as it found it. */
+  async checkpoint<T>(_work: () => Promise<T>): Promise<T> { this.refuse('checkpoint'); }
   /** An exit is a fact, legal in every state that has a live process. */
   setExited(exit: ExitInfo): void {
     this.p.recordExit(exit);
@@ -65,6 +67,10 @@ export class RunningState extends State {
   }
   async update(r: string): Promise<void> { await this.p.doUpdate(r); }
   async kill(signal: number, all: boolean): Promise<void> { await this.p.doKill(signal, all); }
+  async checkpoint<T>(work: () => Promise<T>): Promise<T> {
+    if (this.p.kind === 'exec') this.refuse('checkpoint');
+    return work();
+  }
 }
 
 export class PausedState extends State {
@@ -75,6 +81,7 @@ export class PausedState extends State {
   }
   async update(r: string): Promise<void> { await this.p.doUpdate(r); }
   async kill(signal: number, all: boolean): Promise<void> { await this.p.doKill(signal, all); }
+  async checkpoint<T>(work: () => Promise<T>): Promise<T> { return work(); }
 }
 
 export class StoppedState extends State {

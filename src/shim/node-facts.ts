@@ -1,0 +1,100 @@
+// Facts about this node that a snapshot manifest records and a restore checks: tool versions, the GPU
+// driver and GPUs, pids as a container sees them. Commands run through native/run (the reaper), never
+// child_process: the shim's reaper would steal child_process's children.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { run } from '../native/run';
+import { VERSION } from './version';
+
+export interface GpuFact { uuid: string; name: string; memoryBytes: number; index: number }
+
+export interface NodeFacts {
+  kernel: string;
+  shim: string;
+  criu?: string;
+  runc?: string;
+  /** NVIDIA kernel driver version, e.g. "580.159.04" (from /proc/driver/nvidia/version). */
+  driver?: string;
+  gpus: GpuFact[];
+}
+
+const VERSION_TIMEOUT_MS = 5_000;
+
+async function versionOf(file: string, args: string[], pattern: RegExp): Promise<string | undefined> {
+  try {
+    const r = await run(file, args, { timeoutMs: VERSION_TIMEOUT_MS });
+    if (r.status !== 0) return undefined;
+    return pattern.exec(r.stdout.toString())?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The driver version without loading libcuda: the kernel module reports it. */
+export function nvidiaDriverVersion(): string | undefined {
+  try {
+    return /Kernel Module\s+(?:for\s+\S+\s+)?([0-9]+(?:\.[0-9]+)+)/.exec(fs.readFileSync('/proc/driver/nvidia/version', 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+let toolCache: Promise<{ criu?: string; runc?: string }> | undefined;
+let toolCacheRunc = '';
+
+/** Versions are cached per shim process: the binaries do not change under a running shim. */
+export async function nodeFacts(runcBinary: string, withGpus: boolean): Promise<NodeFacts> {
+  if (!toolCache || toolCacheRunc !== runcBinary) {
+    toolCacheRunc = runcBinary;
+    toolCache = Promise.all([
+      versionOf('criu', ['--version'], /Version:\s*([0-9][^\s]*)/),
+      versionOf(runcBinary, ['--version'], /runc version\s+([^\s]+)/),
+    ]).then(([criu, runc]) => ({ criu, runc }));
+  }
+  const tools = await toolCache;
+  const facts: NodeFacts = { kernel: os.release(), shim: VERSION, ...tools, gpus: [] };
+  const driver = nvidiaDriverVersion();
+  if (driver) facts.driver = driver;
+  if (withGpus) {
+    const { cuda } = await import('../native');
+    facts.gpus = (await cuda.listGpus()).map((g) => ({ uuid: g.uuid, name: g.name, memoryBytes: g.memoryBytes, index: g.index }));
+  }
+  return facts;
+}
+
+/**
+ * The GPUs a container can use: those whose /dev/nvidiaN device node its spec lists (N is the GPU's
+ * minor number, which the driver numbers like CUDA's default device order). A spec without GPU device
+ * nodes (privileged, or devices from the host) gets every GPU.
+ */
+export function gpusOfSpec(spec: Record<string, unknown>, gpus: GpuFact[]): Array<{ uuid: string; name: string; memoryBytes: number }> {
+  const devices = ((spec.linux as { devices?: Array<{ path?: string }> } | undefined)?.devices) ?? [];
+  const minors = new Set(devices.map((d) => /^\/dev\/nvidia([0-9]+)$/.exec(d.path ?? '')?.[1]).filter((m): m is string => m !== undefined).map(Number));
+  const chosen = minors.size > 0 ? gpus.filter((g) => minors.has(g.index)) : gpus;
+  return chosen.map((g) => ({ uuid: g.uuid, name: g.name, memoryBytes: g.memoryBytes }));
+}
+
+/** The pid as the process's own (innermost) pid namespace numbers it: what CRIU restores it as. */
+export function nsPidOf(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const line = /^NSpid:\s*(.*)$/m.exec(status)?.[1];
+  const ids = line?.trim().split(/\s+/).map(Number) ?? [pid];
+  return ids[ids.length - 1] ?? pid;
+}
+
+/** Device memory used by pids, from nvidia-smi (0 when it is not there: the manifest then says unknown). */
+export async function gpuMemoryOf(pids: number[]): Promise<number> {
+  try {
+    const r = await run('nvidia-smi', ['--query-compute-apps=pid,used_memory', '--format=csv,noheader,nounits'], { timeoutMs: VERSION_TIMEOUT_MS });
+    if (r.status !== 0) return 0;
+    const want = new Set(pids);
+    let mib = 0;
+    for (const line of r.stdout.toString().split('\n')) {
+      const [pid, used] = line.split(',').map((s) => Number.parseInt(s.trim(), 10));
+      if (pid !== undefined && want.has(pid) && used !== undefined && Number.isFinite(used)) mib += used;
+    }
+    return mib * 1024 * 1024;
+  } catch {
+    return 0;
+  }
+}
