@@ -82,6 +82,24 @@ function criuErrors(logFile: string): string {
   return text.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-5).map((l) => l.trim()).join('; ');
 }
 
+/**
+ * containerd 2.1-2.3's CRI CheckpointContainer copies CRIU's stats-dump from its own container directory
+ * and fails without it; it points runc's work path there, but sends no options to other runtimes. That
+ * directory is <cri root>/containers/<id>, and CRI's own mounts (hostname, hosts, resolv.conf under
+ * <cri root>/sandboxes/<sandbox>) say where <cri root> is.
+ */
+function keepCriStatsDump(spec: Record<string, unknown>, id: string, workPath: string): void {
+  const mounts = (spec.mounts ?? []) as Array<{ source?: string }>;
+  const root = mounts.map((m) => /^(\/.*\/io\.containerd\.grpc\.v1\.cri)\/sandboxes\//.exec(m.source ?? '')?.[1]).find((r) => r !== undefined);
+  if (!root) return;
+  const dir = path.join(root, 'containers', id);
+  try {
+    if (fs.statSync(dir).isDirectory()) fs.copyFileSync(path.join(workPath, 'stats-dump'), path.join(dir, 'stats-dump'));
+  } catch {
+    // not a CRI container after all, or CRIU wrote no stats
+  }
+}
+
 /** Whether any of pids has the CUDA driver mapped: decides if a paused container must be thawed at all. */
 function mapsCuda(pids: number[]): boolean {
   return pids.some((pid) => {
@@ -170,7 +188,11 @@ export async function checkpointContainer(c: Container, dir: string, opts: Parse
     throw stepError('KYB_ERR_CHECKPOINT_FAILED', c, 'criu-dump', err, `${detail ? ` (criu: ${detail})` : ''}; log: ${kept}${rollback}`);
   }
   steps.push({ step: 'criu-dump', ms: performance.now() - tDump });
-  if (!opts.workPath) fs.rmSync(workPath, { recursive: true, force: true });
+  const spec = JSON.parse(fs.readFileSync(path.join(c.bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
+  if (!opts.workPath) {
+    keepCriStatsDump(spec, c.id, workPath);
+    fs.rmSync(workPath, { recursive: true, force: true });
+  }
 
   // A container left running gets its GPU state back; one that exited has none to get back.
   if (!opts.exit && suspendedHere) {
@@ -183,7 +205,6 @@ export async function checkpointContainer(c: Container, dir: string, opts: Parse
     steps.push({ step: 'cuda-resume', ms: performance.now() - tResume });
   }
 
-  const spec = JSON.parse(fs.readFileSync(path.join(c.bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
   const annotations = (spec.annotations ?? {}) as Record<string, string>;
   const tManifest = performance.now();
   steps.push({ step: 'total-before-manifest', ms: tManifest - t0 });

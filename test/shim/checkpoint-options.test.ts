@@ -1,0 +1,42 @@
+// CheckpointOptions as containerd sends them (an Any, or nothing) and what the shim makes of them.
+import { describe, expect, it } from 'vitest';
+import { containerd } from '../../src/gen/proto';
+import { parseCheckpointOptions } from '../../src/shim/checkpoint';
+
+function any(o: containerd.runc.v1.ICheckpointOptions, typeUrl = 'containerd.runc.v1.CheckpointOptions') {
+  return { type_url: typeUrl, value: containerd.runc.v1.CheckpointOptions.encode(o).finish() };
+}
+
+describe('parseCheckpointOptions', () => {
+  it('nil options (containerd 1.x for non-runc runtimes) mean: leave running, no CRIU extras', () => {
+    expect(parseCheckpointOptions(null)).toEqual({ exit: false, emptyNamespaces: [] });
+    expect(parseCheckpointOptions({ type_url: '', value: new Uint8Array() })).toEqual({ exit: false, emptyNamespaces: [] });
+  });
+
+  it('maps every field the runc shim honours, with or without a type URL host', () => {
+    const o = parseCheckpointOptions(any({
+      exit: true, openTcp: true, externalUnixSockets: true, terminal: true, fileLocks: true, emptyNamespaces: ['network'],
+      cgroupsMode: 'soft', workPath: '/tmp/w', parentPath: '/tmp/p', imagePath: '/ignored',
+    }, 'type.googleapis.com/containerd.runc.v1.CheckpointOptions'));
+    expect(o).toEqual({
+      exit: true, tcpEstablished: true, extUnixSk: true, shellJob: true, fileLocks: true, emptyNamespaces: ['network'],
+      manageCgroupsMode: 'soft', workPath: '/tmp/w', parentPath: '/tmp/p',
+    });
+  });
+
+  it('refuses other option types, bad bytes, unknown namespaces, relative paths and cgroup modes', () => {
+    const bad = [
+      { type_url: 'containerd.runc.v1.Options', value: new Uint8Array() },
+      { type_url: 'containerd.runc.v1.CheckpointOptions', value: new Uint8Array([0x0a, 0xff]) },
+      any({ emptyNamespaces: ['net; rm -rf /'] }),
+      any({ workPath: 'relative/dir' }),
+      any({ parentPath: '../up' }),
+      any({ cgroupsMode: 'everything' }),
+    ];
+    for (const b of bad) {
+      let err: unknown;
+      try { parseCheckpointOptions(b); } catch (e) { err = e; }
+      expect((err as { code?: string }).code, JSON.stringify(b.type_url)).toBe('KYB_ERR_INVALID_ARGUMENT');
+    }
+  });
+});
