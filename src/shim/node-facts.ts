@@ -39,11 +39,42 @@ export function nvidiaDriverVersion(): string | undefined {
   }
 }
 
+/**
+ * GPUs as the kernel driver lists them (/proc/driver/nvidia/gpus/<bus>/information): names and UUIDs
+ * without loading libcuda, whose cuInit costs hundreds of milliseconds. memoryBytes is not there (0).
+ */
+export function procGpus(): GpuFact[] {
+  const base = '/proc/driver/nvidia/gpus';
+  let buses: string[];
+  try {
+    buses = fs.readdirSync(base);
+  } catch {
+    return [];
+  }
+  const out: GpuFact[] = [];
+  for (const bus of buses) {
+    try {
+      const info = fs.readFileSync(`${base}/${bus}/information`, 'utf8');
+      const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(info)?.[1]?.trim();
+      const name = field('Model');
+      const uuid = field('GPU UUID');
+      const minor = Number(field('Device Minor'));
+      if (name && uuid) out.push({ name, uuid, memoryBytes: 0, index: Number.isFinite(minor) ? minor : out.length });
+    } catch {
+      // a GPU that vanished between readdir and read
+    }
+  }
+  return out.sort((a, b) => a.index - b.index);
+}
+
 let toolCache: Promise<{ criu?: string; runc?: string }> | undefined;
 let toolCacheRunc = '';
 
-/** Versions are cached per shim process: the binaries do not change under a running shim. */
-export async function nodeFacts(runcBinary: string, withGpus: boolean): Promise<NodeFacts> {
+/**
+ * Versions are cached per shim process: the binaries do not change under a running shim. GPUs come from
+ * the CUDA driver (with memory sizes) when `withGpus` is 'cuda', from the kernel driver when 'proc'.
+ */
+export async function nodeFacts(runcBinary: string, withGpus: boolean | 'proc'): Promise<NodeFacts> {
   if (!toolCache || toolCacheRunc !== runcBinary) {
     toolCacheRunc = runcBinary;
     toolCache = Promise.all([
@@ -55,7 +86,9 @@ export async function nodeFacts(runcBinary: string, withGpus: boolean): Promise<
   const facts: NodeFacts = { kernel: os.release(), shim: VERSION, ...tools, gpus: [] };
   const driver = nvidiaDriverVersion();
   if (driver) facts.driver = driver;
-  if (withGpus) {
+  if (withGpus === 'proc') {
+    facts.gpus = procGpus();
+  } else if (withGpus) {
     const { cuda } = await import('../native');
     facts.gpus = (await cuda.listGpus()).map((g) => ({ uuid: g.uuid, name: g.name, memoryBytes: g.memoryBytes, index: g.index }));
   }

@@ -22,11 +22,10 @@ export async function planRestore(dir: string, bundle: string, runc: Runc, workP
   if (!path.isAbsolute(dir)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `checkpoint path must be absolute: ${JSON.stringify(dir)}`);
   const first = await readManifest(dir);
   const withGpus = (first.cuda?.pids?.length ?? 0) > 0;
-  const facts = await nodeFacts(runc.config.binary, withGpus).catch((err: unknown) => {
-    if (!withGpus) throw err;
-    // No driver here: the manifest check below reports it as incompatible, naming the checkpoint's driver.
-    return nodeFacts(runc.config.binary, false);
-  });
+  // The CUDA restore after `runc restore` needs cuInit in this process (hundreds of ms): start it now, so
+  // that it overlaps the checksum verification. Its failure shows up at that step, with its own error.
+  if (withGpus) void import('../native').then(({ cuda }) => cuda.cudaDriverVersion()).catch(() => undefined);
+  const facts = await nodeFacts(runc.config.binary, withGpus ? 'proc' : false);
   const expect: Expectations = {};
   if (facts.criu) expect.criuVersion = facts.criu;
   if (facts.driver) expect.driverVersion = facts.driver;
