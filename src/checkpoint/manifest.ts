@@ -56,7 +56,8 @@ export interface SnapshotManifest {
   /** The node's GPUs that the container used at checkpoint time. */
   gpus: GpuInfo[];
   /** The CUDA processes checkpointed, and the device memory they held. */
-  cuda: { pids: number[]; deviceMemoryBytes: number };
+  /** nsPids[i]: pids[i] as its own pid namespace numbers it — what CRIU restores it as. */
+  cuda: { pids: number[]; deviceMemoryBytes: number; nsPids?: number[] };
   /** The checkpoint options used (exit, openTcp, fileLocks, ...). */
   options: Record<string, unknown>;
   steps: Array<{ step: string; ms: number; bytes?: number }>;
@@ -175,6 +176,16 @@ export async function readManifest(dir: string): Promise<SnapshotManifest> {
  * images are ignored. Throws KYB_ERR_CHECKPOINT_INVALID or KYB_ERR_CHECKPOINT_INCOMPATIBLE.
  */
 export async function verifyManifest(dir: string, expect: Expectations): Promise<SnapshotManifest> {
+  const m = await checkManifest(dir, expect);
+  await verifyChecksums(dir, m);
+  return m;
+}
+
+/**
+ * The cheap half of verifyManifest: the manifest, every file's presence and size, and compatibility
+ * with this node. What it lets through may still be corrupt: verifyChecksums reads every byte.
+ */
+export async function checkManifest(dir: string, expect: Expectations): Promise<SnapshotManifest> {
   const m = await readManifest(dir);
 
   const entries = await walk(dir).catch((err: Error) => {
@@ -200,7 +211,11 @@ export async function verifyManifest(dir: string, expect: Expectations): Promise
   }
 
   checkCompatible(dir, m, expect);
+  return m;
+}
 
+/** The expensive half: every file's sha256 (chunks in parallel on the worker pool) against `m`. */
+export async function verifyChecksums(dir: string, m: SnapshotManifest): Promise<void> {
   const ranges: Range[] = [];
   const owner: Array<{ file: ManifestFile; chunk: number }> = [];
   for (const f of m.files) {
@@ -227,7 +242,6 @@ export async function verifyManifest(dir: string, expect: Expectations): Promise
     if (KybernateError.is(err)) throw err;
     throw invalid(`checkpoint ${dir}: cannot read its files: ${(err as Error).message}`);
   }
-  return m;
 }
 
 function checkCompatible(dir: string, m: SnapshotManifest, expect: Expectations): void {
@@ -373,6 +387,9 @@ function manifestProblem(m: unknown): string | undefined {
     return 'cuda needs pids and deviceMemoryBytes';
   }
   if (!cuda.pids.every((p) => isCount(p) && p > 0)) return 'cuda.pids must be process ids';
+  if (cuda.nsPids !== undefined && (!Array.isArray(cuda.nsPids) || cuda.nsPids.length !== cuda.pids.length || !cuda.nsPids.every((p) => isCount(p) && p > 0))) {
+    return 'cuda.nsPids must be one process id per cuda.pids entry';
+  }
   if (cuda.pids.length > 0 && v.driver === undefined) return 'versions.driver is required when cuda.pids is not empty';
 
   if (!isObj(m.options)) return 'options must be an object';

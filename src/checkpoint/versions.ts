@@ -25,6 +25,7 @@ export const execFileRunner: BinaryRunner = (file, args) =>
  */
 export async function nodeVersions(
   run: BinaryRunner = execFileRunner,
+  runcBinary = 'runc',
 ): Promise<{ kernel: string; criu?: string; runc?: string }> {
   const probe = async (file: string, pattern: RegExp) => {
     try {
@@ -37,7 +38,7 @@ export async function nodeVersions(
   // `runc --version`: "runc version 1.1.5" (distributions append a suffix, "1.1.5+ds1", which is kept).
   const [criu, runc] = await Promise.all([
     probe('criu', /^Version:\s*(\S+)/m),
-    probe('runc', /^runc version\s+(\S+)/m),
+    probe(runcBinary, /^runc version\s+(\S+)/m),
   ]);
   return { kernel: os.release(), criu, runc };
 }

@@ -214,7 +214,7 @@ export async function checkpointContainer(c: Container, dir: string, opts: Parse
     versions: { criu: facts.criu ?? 'unknown', runc: facts.runc ?? 'unknown', kernel: facts.kernel, shim: facts.shim, ...(facts.driver ? { driver: facts.driver } : {}) },
     gpus: cudaPids.length > 0 ? gpusOfSpec(spec, facts.gpus) : [],
     // nsPids: the pids CRIU restores them as, to find them again after a restore.
-    cuda: { pids: cudaPids, nsPids, deviceMemoryBytes } as SnapshotManifest['cuda'],
+    cuda: { pids: cudaPids, nsPids, deviceMemoryBytes },
     options: {
       exit: opts.exit, openTcp: !!opts.tcpEstablished, externalUnixSockets: !!opts.extUnixSk, terminal: !!opts.shellJob,
       fileLocks: !!opts.fileLocks, emptyNamespaces: opts.emptyNamespaces, cgroupsMode: opts.manageCgroupsMode ?? '',

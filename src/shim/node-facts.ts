@@ -3,6 +3,7 @@
 // child_process: the shim's reaper would steal child_process's children.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { nodeVersions } from '../checkpoint/versions';
 import { run } from '../native/run';
 import { VERSION } from './version';
 
@@ -20,14 +21,11 @@ export interface NodeFacts {
 
 const VERSION_TIMEOUT_MS = 5_000;
 
-async function versionOf(file: string, args: string[], pattern: RegExp): Promise<string | undefined> {
-  try {
-    const r = await run(file, args, { timeoutMs: VERSION_TIMEOUT_MS });
-    if (r.status !== 0) return undefined;
-    return pattern.exec(r.stdout.toString())?.[1];
-  } catch {
-    return undefined;
-  }
+/** nodeVersions' runner through the reaper. */
+async function reaperRunner(file: string, args: string[]): Promise<string> {
+  const r = await run(file, args, { timeoutMs: VERSION_TIMEOUT_MS });
+  if (r.status !== 0) throw new Error(`${file} exited with status ${r.status}`);
+  return r.stdout.toString();
 }
 
 /** The driver version without loading libcuda: the kernel module reports it. */
@@ -77,10 +75,7 @@ let toolCacheRunc = '';
 export async function nodeFacts(runcBinary: string, withGpus: boolean | 'proc'): Promise<NodeFacts> {
   if (!toolCache || toolCacheRunc !== runcBinary) {
     toolCacheRunc = runcBinary;
-    toolCache = Promise.all([
-      versionOf('criu', ['--version'], /Version:\s*([0-9][^\s]*)/),
-      versionOf(runcBinary, ['--version'], /runc version\s+([^\s]+)/),
-    ]).then(([criu, runc]) => ({ criu, runc }));
+    toolCache = nodeVersions(reaperRunner, runcBinary).then(({ criu, runc }) => ({ criu, runc }));
   }
   const tools = await toolCache;
   const facts: NodeFacts = { kernel: os.release(), shim: VERSION, ...tools, gpus: [] };

@@ -1,4 +1,5 @@
 // The container's init process, driven through runc.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ProcessIO, type StdioConfig } from '../io';
@@ -6,6 +7,7 @@ import { INIT_PID_FILE } from '../bundle-state';
 import { KybernateError } from '../../errors';
 import { readPidFile, type Runc } from '../runc';
 import { keepRestoreLog, restoreGpuState, type RestorePlan } from '../restore';
+import { RestoreGate } from '../restore-gate';
 import { Process } from './process';
 
 export interface InitConfig {
@@ -55,17 +57,27 @@ export class InitProcess extends Process {
     await this.cfg.runc.start(this.cfg.id);
   }
 
-  /** runc restore with this process's stdio, then the GPU state; a failed GPU step kills what was restored. */
+  /**
+   * runc restore with this process's stdio, then the GPU state. The images' checksums are still being
+   * verified while CRIU loads them; the restore gate holds the processes at pre-resume until they are.
+   * A failed GPU step kills what was restored.
+   */
   private async doRestore(plan: RestorePlan): Promise<void> {
     const io = this.io!;
     const pidFile = path.join(this.cfg.bundle, INIT_PID_FILE);
     const t0 = performance.now();
+    fs.mkdirSync(plan.workPath, { recursive: true, mode: 0o700 });
+    const gate = RestoreGate.install(plan.workPath, this.cfg.bundle);
+    if (!gate) await plan.checksums;
+    let refusal: unknown;
+    plan.checksums.then(() => gate?.open(true), (err: unknown) => { refusal = err; gate?.open(false); });
     try {
       await this.cfg.runc.restore(this.cfg.id, {
         imagePath: plan.imagePath, workPath: plan.workPath, bundle: this.cfg.bundle, pidFile, consoleSocket: io.consoleSocketPath,
         noPivot: this.cfg.noPivot, stdio: io.childFds, ...plan.flags,
       });
     } catch (err) {
+      if (refusal !== undefined) throw refusal;
       const log = keepRestoreLog(plan, this.cfg.bundle);
       throw new KybernateError('KYB_ERR_RESTORE_FAILED', `restore of ${this.cfg.id} failed at criu-restore: ${(err as Error).message}${log ? `; log: ${log}` : ''}`, { cause: err });
     }
@@ -73,6 +85,9 @@ export class InitProcess extends Process {
     this.pid = readPidFile(pidFile);
     this.restoreSteps = [{ step: 'runc-restore', ms: performance.now() - t0 }];
     try {
+      // Settled already when the gate held the processes; otherwise (a runc that ignored the gate's
+      // configuration) a corrupt image is caught here, before the GPU state is handed back.
+      await plan.checksums;
       this.restoreSteps.push(...await restoreGpuState(this.cfg.runc, this.cfg.id, plan));
     } catch (err) {
       // A process whose GPU state did not come back would block in its next CUDA call forever.
