@@ -5,7 +5,7 @@
 #   make test      the whole vitest suite (unit + end-to-end against private containerd daemons)
 #   make bench     test/bench/run.cjs
 #   make install   dist/ and the addon to $(PREFIX)/lib/kybernate, launchers to $(PREFIX)/bin
-#   make gpu-test  test/gpu/run.sh (on a GPU machine)
+#   make gpu-test  test/gpu/run.sh (on a GPU machine): process-level suite + GPU container suite
 #   make clean     build outputs; `make distclean` also node_modules and .deps
 #
 # setup needs root and Debian 12 (it runs apt-get). Every step is idempotent.
@@ -95,6 +95,7 @@ install: build
 	done
 
 # No `build` prerequisite: the lent GPU machines have no npm. run.sh uses .deps/gpu from test/gpu/pack.sh
+# (node, containerd 2.1, runc, CRIU and our bundles; `make build` and pack.sh run on the build machine)
 # (run beforehand on the build machine) or runs pack.sh itself where node_modules exist.
 gpu-test:
 	@if [ -x test/gpu/run.sh ]; then test/gpu/run.sh; \

@@ -1,27 +1,21 @@
 #!/usr/bin/env bash
-# Optional GPU suite step (run.sh calls it when .deps/gpu/criu exists, see pack-criu.sh): full process
+# GPU suite step 2 (run.sh calls it when .deps/gpu/criu.tar.xz exists, see pack-criu.sh): full process
 # checkpoint of the CUDA workload with the `kybernate process checkpoint/restore` CLI (CUDA lock +
 # checkpoint → CRIU dump → process gone → CRIU restore → CUDA restore + unlock), then the workload
 # re-reads its device memory. The workload talks through a FIFO (stdin) and a regular file (stdout),
 # which CRIU dumps and restores by path; a pipe to this script would be an external pipe.
-# Usage: criu-chain.sh <node> <workload binary> <work dir> <GiB>
+# Usage: criu-chain.sh <node> <workload binary> <work dir> <GiB>; run.sh has unpacked CRIU into <work dir>/criu
+# and written the wrapper <work dir>/bin/criu, which starts it through its own loader.
 set -euo pipefail
 node=$1 wl=$2 work=$3 gib=$4
 root=$(cd "$(dirname "$0")/../.." && pwd)
 deps="$root/.deps/gpu"
-criu_dir="$deps/criu"
+criu_dir="$work/criu"
 images=/dev/shm/kyb-criu-chain
 rm -rf "$images" && mkdir -p "$images"
-
-# CRIU 4.1.1 needs a newer glibc than the GPU machine's: start it through its own loader.
-cat > "$work/criu" <<WRAP
-#!/bin/sh
-exec "$criu_dir/lib/ld-linux-x86-64.so.2" --library-path "$criu_dir/lib" "$criu_dir/criu" "\$@"
-WRAP
-chmod +x "$work/criu"
-export KYBERNATE_CRIU="$work/criu" KYBERNATE_LIBCRIU="$criu_dir/libcriu/libcriu.so.2" LD_LIBRARY_PATH="$criu_dir/libcriu"
-"$work/criu" --version | head -1
-"$work/criu" check || echo "criu-chain: criu check reported problems (above)"
+export KYBERNATE_CRIU="$work/bin/criu" KYBERNATE_LIBCRIU="$criu_dir/libcriu/libcriu.so.2" LD_LIBRARY_PATH="$criu_dir/libcriu"
+"$work/bin/criu" --version | head -1
+"$work/bin/criu" check || echo "criu-chain: criu check reported problems (above)"
 cli() { "$node" "$deps/kybernate.cjs" "$@"; }
 
 fifo="$work/cmd.fifo" out="$work/wl.out"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Optional part of the GPU suite: copies this machine's CRIU (trixie 4.1.1: `make setup` installs it)
-# with every library it loads, its own ld-linux and glibc included, into .deps/gpu/criu/, plus the
-# bundled `kybernate` CLI. The GPU machine has no CRIU; test/gpu/criu-chain.sh runs this copy there
-# through its own loader (ENVIRONMENT.md: that is how CRIU 4.1.1 passes `criu check` there).
+# Part of test/gpu/pack.sh: this machine's CRIU (trixie 4.1.1: `make setup` installs it) with every library
+# it loads, its own ld-linux and glibc included, as .deps/gpu/criu.tar.xz (criu/criu, criu/lib/,
+# criu/libcriu/). The GPU machine has no CRIU; run.sh unpacks it and starts it through its own loader
+# (ENVIRONMENT.md: that is how CRIU 4.1.1 passes `criu check` there).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-out="$root/.deps/gpu/criu"
-rm -rf "$out"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+out="$stage/criu"
 mkdir -p "$out/lib" "$out/libcriu"
 criu=$(command -v criu || echo /usr/sbin/criu)
 cp "$criu" "$out/criu"
@@ -16,6 +17,6 @@ cp -L /lib64/ld-linux-x86-64.so.2 "$out/lib/"
 # never the copied glibc.
 cp -L "$(ldconfig -p | awk '/libcriu.so.2 /{print $NF; exit}')" "$out/libcriu/libcriu.so.2"
 cp -L "$(ldconfig -p | awk '/libprotobuf-c.so.1 /{print $NF; exit}')" "$out/libcriu/"
-"$root/node_modules/.bin/esbuild" "$root/src/cli/main.ts" --bundle --platform=node --target=node20 --format=cjs \
-  '--external:*.node' --log-level=warning --outfile="$root/.deps/gpu/kybernate.cjs"
-du -sh "$out" "$root/.deps/gpu/kybernate.cjs"
+mkdir -p "$root/.deps/gpu"
+tar -C "$stage" -cf - criu | xz -6 -T0 > "$root/.deps/gpu/criu.tar.xz"
+du -sh "$root/.deps/gpu/criu.tar.xz"

@@ -1,0 +1,363 @@
+// The GPU container suite (test/gpu/run.sh runs it on the GPU machine, bundled as .deps/gpu/containers.cjs):
+// a CUDA container and a PyTorch HTTP server container, each
+//   ours:  containerd 2.1 + the kybernate shim: Tasks.Checkpoint (exit) → Tasks.Create{criu_image_path} +
+//          Start, and `kybernate suspend|resume` in place;
+//   stock: the same spec under runc alone: raw driver lock+checkpoint, `runc checkpoint`, `runc restore`,
+//          raw restore+unlock; raw suspend + cgroup freeze / thaw + raw resume in place;
+// with the answers checked after every restore/resume against those computed before the first checkpoint.
+// Writes container-results.json and container-table.md into --out, logs into --logs, and prints the table.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { daemonConfig } from '../harness/config';
+import { Ctd } from './ctd';
+import { buildGpuSpec, hostBinds, prepareRootfs, probeHost, type BindPolicy, type HostProbe } from './gpu-spec';
+import { RawDriver, StockRunc, cgroupDirOf, dirBytes, exec, gpuUsedMiB, setFrozen } from './stock';
+import { FILES_DIR, cudaWorkload, torchWorkload, type Workload } from './workloads';
+import { formatTable, type Report, type Sample } from './report';
+
+interface Args {
+  work: string; out: string; logs: string; bin: string; node: string; cli: string; workload: string; raw: string; server: string;
+  gib: number; rounds: number; port: number; only: string[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const get = (name: string, def?: string): string => {
+    const i = argv.indexOf(`--${name}`);
+    const v = i >= 0 ? argv[i + 1] : def;
+    if (v === undefined) throw new Error(`containers: --${name} is required`);
+    return v;
+  };
+  return {
+    work: get('work'), out: get('out'), logs: get('logs'), bin: get('bin'), node: get('node'), cli: get('cli'), workload: get('workload'),
+    raw: get('raw'), server: get('server'), gib: Number(get('gib', '4')), rounds: Number(get('rounds', '2')),
+    port: Number(get('port', '18471')), only: get('only', 'cuda,torch').split(','),
+  };
+}
+
+const RUNTIME = 'io.containerd.kybernate.v2';
+const NAMESPACE = 'kyb-gpu';
+const IMAGES = '/dev/shm/kyb-gpu-images';
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const log = (s: string): void => console.log(`containers: ${s}`);
+
+class Suite {
+  readonly report: Report;
+  private containerd?: ChildProcess;
+  private ctd!: Ctd;
+  private readonly address: string;
+  private readonly state: string;
+  private readonly env: NodeJS.ProcessEnv;
+  private readonly stock: StockRunc;
+  private cliSuspend = false;
+  private policy: BindPolicy = {};
+
+  constructor(readonly a: Args, readonly probe: HostProbe) {
+    this.address = path.join(a.work, 'ctd', 'containerd.sock');
+    this.state = path.join(a.work, 'ctd', 'state');
+    // PATH: the shim launcher, runc and the criu wrapper first (runc finds CRIU as `criu`).
+    this.env = { ...process.env, PATH: `${a.bin}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
+    this.stock = new StockRunc(path.join(a.bin, 'runc'), path.join(a.work, 'runc-root'), this.env);
+    this.report = { device: '', probe, samples: [], checks: [], notes: [] };
+  }
+
+  check(ok: boolean, what: string, detail = ''): void {
+    this.report.checks.push({ ok, what, detail });
+    console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}${detail ? `: ${detail}` : ''}`);
+  }
+
+  sample(s: Sample): void {
+    this.report.samples.push(s);
+    log(`${s.workload} ${s.path} ${s.op} round ${s.round}: ${s.ms.toFixed(1)} ms ${s.parts ? JSON.stringify(s.parts) : ''}`);
+  }
+
+  async startContainerd(): Promise<void> {
+    const dir = path.join(this.a.work, 'ctd');
+    fs.mkdirSync(dir, { recursive: true });
+    const config = path.join(dir, 'config.toml');
+    fs.writeFileSync(config, daemonConfig('2.1', { root: path.join(dir, 'root'), state: this.state, address: this.address, opt: path.join(dir, 'opt') }, 'info'));
+    const logFd = fs.openSync(path.join(this.a.logs, 'containerd.log'), 'a');
+    this.containerd = spawn(path.join(this.a.bin, 'containerd'), ['--config', config], { env: this.env, stdio: ['ignore', logFd, logFd] });
+    this.ctd = new Ctd(this.address, NAMESPACE);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (this.containerd.exitCode !== null) throw new Error(`containerd exited ${this.containerd.exitCode} (see containerd.log)`);
+      if (fs.existsSync(this.address)) {
+        try {
+          await this.ctd.status('probe');
+        } catch (err) {
+          if (/not found/i.test((err as Error).message)) return;
+        }
+      }
+      if (Date.now() > deadline) throw new Error('containerd not ready after 30 s (see containerd.log)');
+      await sleep(100);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.ctd?.close();
+    if (this.containerd && this.containerd.exitCode === null) {
+      this.containerd.kill('SIGTERM');
+      await sleep(500);
+    }
+  }
+
+  /** A bundle dir + rootfs for one container; returns the spec. */
+  spec(w: Workload, id: string): Record<string, unknown> {
+    const rootfs = path.join(this.a.work, 'rootfs', id);
+    const binds = [...hostBinds(this.probe, w.withPython, this.policy), { source: path.join(this.a.work, 'files'), destination: FILES_DIR, readonly: true }];
+    prepareRootfs(rootfs, binds);
+    return buildGpuSpec({ id, rootfs, args: w.args, env: w.env, binds, probe: this.probe });
+  }
+
+  /**
+   * Runs the CUDA workload once (0.01 GiB, stdin at EOF: it prints "ready" and exits) under runc with each
+   * way of providing the driver until one works, so that one wrong guess about this host's driver layout
+   * does not cost the whole run.
+   */
+  async preflight(): Promise<void> {
+    const policies: Array<{ name: string; policy: BindPolicy }> = [
+      { name: 'trees + nested host mounts', policy: {} },
+      { name: 'trees + nested host mounts + every driver library bound explicitly', policy: { explicitDriverLibs: true } },
+    ];
+    const w = cudaWorkload(0.01);
+    w.args = w.args.filter((x) => x !== '--signal');
+    for (const [i, p] of policies.entries()) {
+      this.policy = p.policy;
+      const id = `preflight-${i}`;
+      const bundle = path.join(this.a.work, 'bundles', id);
+      fs.mkdirSync(bundle, { recursive: true });
+      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(this.spec(w, id), null, 2));
+      const logFile = path.join(this.a.logs, `${id}.log`);
+      const r = await this.stock.runToEnd(id, bundle, logFile);
+      await this.stock.remove(id);
+      const out = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '';
+      const ok = r.code === 0 && /^ready /m.test(out);
+      log(`preflight (${p.name}): exit ${r.code}; ${out.trim().split('\n').slice(-3).join(' | ')}`);
+      if (ok) {
+        this.report.notes.push(`driver provided by: ${p.name}`);
+        fs.writeFileSync(path.join(this.a.logs, 'spec-example.json'), JSON.stringify(this.spec(w, id), null, 2));
+        return;
+      }
+    }
+    throw new Error('no spec variant ran the CUDA workload in a container (see preflight-*.log)');
+  }
+
+  private logUri(id: string, stream: string): string {
+    return `file://${path.join(this.a.logs, `${id}.${stream}.log`)}`;
+  }
+
+  private async cli(op: string, id: string): Promise<{ ms: number; out: string }> {
+    const r = await exec(this.a.node, [this.a.cli, op, id, '--namespace', NAMESPACE, '--state-dir', this.state], { env: this.env, timeoutMs: 180_000 });
+    if (r.code !== 0) throw new Error(`kybernate ${op} ${id} exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(-2000)}`);
+    return { ms: r.ms, out: r.stdout.trim() };
+  }
+
+  async detectCli(): Promise<void> {
+    const r = await exec(this.a.node, [this.a.cli, '--help'], { env: this.env });
+    this.cliSuspend = /\bsuspend\b/.test(r.stdout + r.stderr) && /\bresume\b/.test(r.stdout + r.stderr);
+    if (!this.cliSuspend) this.report.notes.push('kybernate CLI has no suspend/resume commands in this build: suspend-in-place through our path not run');
+  }
+
+  async ours(w: Workload): Promise<string | undefined> {
+    const id = `kyb-${w.name}`;
+    await this.ctd.createContainer(id, RUNTIME, this.spec(w, id));
+    let pid = await this.ctd.createTask(id, this.logUri(id, 'out'), this.logUri(id, 'err'));
+    pid = await this.ctd.start(id) || pid;
+    await w.ready(pid);
+    const expected = await w.check(pid);
+    const used0 = await gpuUsedMiB();
+    log(`${id}: pid ${pid} serving; GPU used ${used0} MiB; answer ${expected.slice(0, 200)}`);
+    try {
+      for (let round = 1; round <= this.a.rounds; round++) {
+        const images = path.join(IMAGES, `${id}-${round}`);
+        fs.rmSync(images, { recursive: true, force: true });
+        let t0 = performance.now();
+        await this.ctd.checkpoint(id, images, true);
+        const ckptMs = performance.now() - t0;
+        await this.ctd.waitStopped(id, 30_000);
+        await this.ctd.deleteTask(id);
+        const used = await gpuUsedMiB();
+        const manifest = readManifest(images);
+        this.sample({ workload: w.name, path: 'ours', op: 'checkpoint', round, ms: ckptMs, bytes: dirBytes(images), parts: manifest });
+        this.check(used < used0 - 500, `${w.name} ours round ${round}: GPU memory released after checkpoint`, `${used0} -> ${used} MiB`);
+        t0 = performance.now();
+        await this.ctd.createTask(id, this.logUri(id, 'out'), this.logUri(id, 'err'), images);
+        const t1 = performance.now();
+        pid = await this.ctd.start(id);
+        const t2 = performance.now();
+        this.sample({ workload: w.name, path: 'ours', op: 'restore', round, ms: t2 - t0, parts: { create: t1 - t0, start: t2 - t1 } });
+        const got = await w.check(pid);
+        this.check(got === expected, `${w.name} ours round ${round}: answers after restore`, got === expected ? '' : `got ${got.slice(0, 300)}`);
+        fs.rmSync(images, { recursive: true, force: true });
+      }
+      if (this.cliSuspend) {
+        for (let round = 1; round <= this.a.rounds; round++) {
+          const s = await this.cli('suspend', id);
+          const used = await gpuUsedMiB();
+          this.sample({ workload: w.name, path: 'ours', op: 'suspend', round, ms: s.ms, detail: s.out });
+          this.check(used < used0 - 500, `${w.name} ours round ${round}: GPU memory released while suspended`, `${used0} -> ${used} MiB`);
+          const r = await this.cli('resume', id);
+          this.sample({ workload: w.name, path: 'ours', op: 'resume', round, ms: r.ms, detail: r.out });
+          const got = await w.check(pid);
+          this.check(got === expected, `${w.name} ours round ${round}: answers after resume`, got === expected ? '' : `got ${got.slice(0, 300)}`);
+        }
+      }
+    } finally {
+      await this.removeOurs(id);
+    }
+    return expected;
+  }
+
+  async removeOurs(id: string): Promise<void> {
+    // The shim keeps CRIU's logs in the bundle, which Tasks.Delete removes.
+    const bundle = path.join(this.state, 'io.containerd.runtime.v2.task', NAMESPACE, id);
+    try {
+      for (const f of fs.readdirSync(bundle)) {
+        if (f.endsWith('.log')) fs.copyFileSync(path.join(bundle, f), path.join(this.a.logs, `${id}.bundle.${f}`));
+      }
+      for (const f of fs.readdirSync(path.join(bundle, 'criu-work'))) {
+        if (f.endsWith('.log')) fs.copyFileSync(path.join(bundle, 'criu-work', f), path.join(this.a.logs, `${id}.criu-work.${f}`));
+      }
+    } catch { /* no bundle (left already) */ }
+    try { await this.ctd.kill(id, 9); } catch { /* not running */ }
+    try { await this.ctd.waitStopped(id, 15_000); } catch { /* gone */ }
+    try { await this.ctd.deleteTask(id); } catch { /* no task */ }
+    try { await this.ctd.deleteContainer(id); } catch (err) { log(`delete container ${id}: ${(err as Error).message}`); }
+  }
+
+  async stockPath(w: Workload, expectedOurs: string | undefined): Promise<void> {
+    const id = `runc-${w.name}`;
+    const bundle = path.join(this.a.work, 'bundles', id);
+    fs.mkdirSync(bundle, { recursive: true });
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(this.spec(w, id), null, 2));
+    const logFile = path.join(this.a.logs, `${id}.log`);
+    await this.stock.run(id, bundle, logFile);
+    let pid = await this.stock.pid(id);
+    try {
+      await w.ready(pid);
+      const expected = await w.check(pid);
+      if (expectedOurs !== undefined) this.check(expected === expectedOurs, `${w.name}: runc and kybernate containers give the same answers`);
+      const used0 = await gpuUsedMiB();
+      for (let round = 1; round <= this.a.rounds; round++) {
+        const images = path.join(IMAGES, `${id}-${round}`);
+        fs.rmSync(images, { recursive: true, force: true });
+        let raw = new RawDriver(this.a.raw, pid);
+        await raw.ready();
+        const s = await raw.suspend();
+        raw.close();
+        const dump = await this.stock.checkpoint(id, images, path.join(this.a.work, 'criu-work', `${id}-${round}`));
+        const used = await gpuUsedMiB();
+        this.sample({ workload: w.name, path: 'stock', op: 'checkpoint', round, ms: s.lockMs! + s.checkpointMs! + dump.ms, bytes: dirBytes(images), parts: { ...s, runcCheckpointMs: dump.ms } });
+        this.check(used < used0 - 500, `${w.name} stock round ${round}: GPU memory released after checkpoint`, `${used0} -> ${used} MiB`);
+        const rest = await this.stock.restore(id, bundle, images, path.join(this.a.work, 'criu-work', `${id}-r${round}`), logFile);
+        pid = await this.stock.pid(id);
+        raw = new RawDriver(this.a.raw, pid);
+        await raw.ready();
+        const r = await raw.resume();
+        this.sample({ workload: w.name, path: 'stock', op: 'restore', round, ms: rest.ms + r.restoreMs! + r.unlockMs!, parts: { runcRestoreMs: rest.ms, ...r } });
+        const got = await w.check(pid);
+        raw.close();
+        this.check(got === expected, `${w.name} stock round ${round}: answers after restore`, got === expected ? '' : `got ${got.slice(0, 300)}`);
+        fs.rmSync(images, { recursive: true, force: true });
+      }
+      // Suspend in place, the stock way: driver lock+checkpoint then freeze; thaw then restore+unlock.
+      const cg = cgroupDirOf(pid);
+      const raw = new RawDriver(this.a.raw, pid);
+      await raw.ready();
+      try {
+        for (let round = 1; round <= this.a.rounds; round++) {
+          const s = await raw.suspend();
+          const freezeMs = await setFrozen(cg, true);
+          const used = await gpuUsedMiB();
+          this.sample({ workload: w.name, path: 'stock', op: 'suspend', round, ms: s.lockMs! + s.checkpointMs!, parts: { ...s, freezeMs } });
+          this.check(used < used0 - 500, `${w.name} stock round ${round}: GPU memory released while suspended`, `${used0} -> ${used} MiB`);
+          const thawMs = await setFrozen(cg, false);
+          const r = await raw.resume();
+          this.sample({ workload: w.name, path: 'stock', op: 'resume', round, ms: r.restoreMs! + r.unlockMs!, parts: { ...r, thawMs } });
+          const got = await w.check(pid);
+          this.check(got === expected, `${w.name} stock round ${round}: answers after resume`, got === expected ? '' : `got ${got.slice(0, 300)}`);
+        }
+      } finally {
+        raw.close();
+      }
+    } finally {
+      await this.stock.remove(id);
+    }
+  }
+}
+
+function readManifest(dir: string): Record<string, number> | undefined {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(dir, 'kybernate-manifest.json'), 'utf8')) as { steps?: Array<{ step: string; ms: number }> };
+    return Object.fromEntries((m.steps ?? []).map((s) => [s.step, Math.round(s.ms * 10) / 10]));
+  } catch {
+    return undefined;
+  }
+}
+
+function writeReport(a: Args, report: Report): string {
+  const table = formatTable(report);
+  fs.writeFileSync(path.join(a.out, 'container-results.json'), `${JSON.stringify(report, null, 2)}\n`);
+  fs.writeFileSync(path.join(a.out, 'container-table.md'), table);
+  return table;
+}
+
+async function main(): Promise<number> {
+  const a = parseArgs(process.argv.slice(2));
+  fs.mkdirSync(a.out, { recursive: true });
+  fs.mkdirSync(a.logs, { recursive: true });
+  fs.mkdirSync(IMAGES, { recursive: true });
+  const files = path.join(a.work, 'files');
+  fs.mkdirSync(files, { recursive: true });
+  fs.copyFileSync(a.workload, path.join(files, 'workload'));
+  fs.chmodSync(path.join(files, 'workload'), 0o755);
+  fs.copyFileSync(a.server, path.join(files, 'torch-server.py'));
+  const probe = probeHost(a.only.includes('torch') ? 'python3' : undefined);
+  log(`probe: ${probe.devices.map((d) => `${d.path}=${d.major}:${d.minor}`).join(' ')}; libs ${probe.driverLibs.map((l) => l.link).join(' ')}; python ${JSON.stringify(probe.python)}`);
+  const suite = new Suite(a, probe);
+  // run.sh bounds this suite with timeout(1): what was measured until then is still written.
+  process.once('SIGTERM', () => {
+    suite.check(false, 'container suite', 'stopped by SIGTERM (time limit) before it finished');
+    console.log(writeReport(a, suite.report));
+    process.exit(1);
+  });
+  suite.report.device = (await exec('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'])).stdout.trim();
+  const workloads: Workload[] = [];
+  if (a.only.includes('cuda')) workloads.push(cudaWorkload(a.gib));
+  if (a.only.includes('torch')) workloads.push(torchWorkload(probe, a.port));
+  try {
+    await suite.preflight();
+    await suite.startContainerd();
+    await suite.detectCli();
+    for (const w of workloads) {
+      let expected: string | undefined;
+      try {
+        expected = await suite.ours(w);
+      } catch (err) {
+        suite.check(false, `${w.name} ours`, (err as Error).stack ?? String(err));
+      }
+      writeReport(a, suite.report);
+      try {
+        await suite.stockPath(w, expected);
+      } catch (err) {
+        suite.check(false, `${w.name} stock`, (err as Error).stack ?? String(err));
+      }
+      writeReport(a, suite.report);
+    }
+  } catch (err) {
+    suite.check(false, 'container suite', (err as Error).stack ?? String(err));
+  } finally {
+    await suite.stop();
+    console.log(writeReport(a, suite.report));
+  }
+  const failed = suite.report.checks.filter((c) => !c.ok).length;
+  console.log(`containers: ${suite.report.checks.length - failed} checks passed, ${failed} failed`);
+  return failed === 0 ? 0 : 1;
+}
+
+main().then((code) => { process.exitCode = code; }, (err: unknown) => {
+  console.error(`containers: ${(err as Error).stack ?? String(err)}`);
+  process.exitCode = 1;
+});

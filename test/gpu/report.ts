@@ -1,0 +1,64 @@
+// The container suite's results: every sample and check, and the ours-vs-stock table.
+import type { HostProbe } from './gpu-spec';
+
+export interface Sample {
+  workload: string;
+  path: 'ours' | 'stock';
+  op: 'checkpoint' | 'restore' | 'suspend' | 'resume';
+  round: number;
+  /** Wall time of the whole operation as the caller sees it. */
+  ms: number;
+  bytes?: number;
+  parts?: Record<string, number>;
+  detail?: string;
+}
+
+export interface Report {
+  device: string;
+  probe: HostProbe;
+  samples: Sample[];
+  checks: Array<{ ok: boolean; what: string; detail: string }>;
+  notes: string[];
+}
+
+const OPS: Array<{ op: Sample['op']; ours: string; stock: string; target?: number }> = [
+  { op: 'restore', ours: 'Tasks.Create{criu_image_path} + Start (shim start, manifest verification, runc restore, CUDA restore+unlock)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
+  { op: 'resume', ours: '`kybernate resume` (CLI wall)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
+  { op: 'checkpoint', ours: 'Tasks.Checkpoint{exit} (CUDA lock+checkpoint, runc checkpoint, manifest)', stock: 'raw lock+checkpoint + runc checkpoint' },
+  { op: 'suspend', ours: '`kybernate suspend` (CLI wall)', stock: 'raw lock+checkpoint (freeze not included)' },
+];
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const fmt = (x: number | undefined): string => (x === undefined ? 'n/a' : x.toFixed(1));
+
+export function formatTable(r: Report): string {
+  const out = [`GPU container suite: ${r.device}`, '',
+    '| workload | operation | ours median ms | stock median ms | ours/stock (medians) | ours/stock (minima) | target | rounds |',
+    '|---|---|---|---|---|---|---|---|'];
+  const workloads = [...new Set(r.samples.map((s) => s.workload))];
+  for (const w of workloads) {
+    for (const o of OPS) {
+      const ours = r.samples.filter((s) => s.workload === w && s.op === o.op && s.path === 'ours').map((s) => s.ms);
+      const stock = r.samples.filter((s) => s.workload === w && s.op === o.op && s.path === 'stock').map((s) => s.ms);
+      if (ours.length === 0 && stock.length === 0) continue;
+      const om = ours.length ? median(ours) : undefined;
+      const sm = stock.length ? median(stock) : undefined;
+      const ratio = om !== undefined && sm ? om / sm : undefined;
+      const ratioMin = ours.length && stock.length ? Math.min(...ours) / Math.min(...stock) : undefined;
+      const target = o.target === undefined ? '' : `<= ${o.target}x ${ratio === undefined ? '' : ratio <= o.target ? 'met' : 'MISSED'}`;
+      out.push(`| ${w} | ${o.op} | ${fmt(om)} | ${fmt(sm)} | ${ratio === undefined ? 'n/a' : ratio.toFixed(3)} | ${ratioMin === undefined ? 'n/a' : ratioMin.toFixed(3)} | ${target} | ${ours.length}/${stock.length} |`);
+    }
+  }
+  out.push('', 'What each column times:');
+  for (const o of OPS) out.push(`- ${o.op}: ours = ${o.ours}; stock = ${o.stock}`);
+  const failed = r.checks.filter((c) => !c.ok);
+  out.push('', `Checks: ${r.checks.length - failed.length} passed, ${failed.length} failed`);
+  for (const c of failed) out.push(`- FAIL ${c.what}: ${c.detail.split('\n')[0]}`);
+  for (const n of r.notes) out.push(`- note: ${n}`);
+  return `${out.join('\n')}\n`;
+}
