@@ -95,8 +95,8 @@ install: build
 	done
 
 # No `build` prerequisite: the lent GPU machines have no npm. run.sh uses .deps/gpu from test/gpu/pack.sh
-# (node, containerd 2.1, runc, CRIU and our bundles; `make build` and pack.sh run on the build machine)
-# (run beforehand on the build machine) or runs pack.sh itself where node_modules exist.
+# (node, containerd 2.1, runc, CRIU and our bundles; run beforehand on the build machine) or runs
+# pack.sh itself where node_modules exist.
 gpu-test:
 	@if [ -x test/gpu/run.sh ]; then test/gpu/run.sh; \
 	else echo "gpu-test: test/gpu/run.sh does not exist yet: there are no GPU tests to run" >&2; exit 1; fi
