@@ -11,7 +11,7 @@ import { delimiter, join, resolve } from 'node:path';
 import {
   DIR_PREFIX, OWNER_FILE, cleanupLeftovers, daemonBaseDir, processIdentity, removeDaemonDir,
 } from './cleanup';
-import { daemonConfig } from './config';
+import { daemonConfig, type DaemonPaths } from './config';
 
 export type ContainerdVersion = '1.6' | '1.7' | '2.1';
 export const ALL_VERSIONS: readonly ContainerdVersion[] = ['1.6', '1.7', '2.1'];
@@ -22,6 +22,9 @@ export const RUNC_RUNTIME = 'io.containerd.runc.v2';
 export const REPO_ROOT = resolve(__dirname, '..', '..');
 /** Built by test/images/build-busybox-image.cjs (`make setup`, or on demand from /bin/busybox). */
 export const TEST_IMAGE_TAR = join(REPO_ROOT, '.deps', 'images', 'busybox.tar');
+/** TEST_IMAGE's root filesystem with a default command that sleeps: CRI's pod sandbox ("pause") image. */
+export const PAUSE_IMAGE = 'docker.io/library/busybox:kybernate-pause';
+export const PAUSE_IMAGE_TAR = join(REPO_ROOT, '.deps', 'images', 'busybox-pause.tar');
 const IMAGE_BUILDER = join(REPO_ROOT, 'test', 'images', 'build-busybox-image.cjs');
 const BUSYBOX = '/bin/busybox';
 const BINARIES = ['containerd', 'ctr', 'containerd-shim-runc-v2'];
@@ -72,7 +75,23 @@ export interface StartOptions {
   logLevel?: string;
   /** How long stop() asks containerd to remove tasks before it kills shims itself; default 30 s. */
   stopTasksTimeoutMs?: number;
+  /**
+   * Keeps containerd's CRI plugin enabled (it is disabled by default) with these runtime handlers,
+   * and imports PAUSE_IMAGE as well. CRI sees only the `k8s.io` namespace, which becomes the default
+   * namespace of such a daemon.
+   */
+  cri?: CriOptions;
 }
+
+export interface CriOptions {
+  /** Runtime handler name (RunPodSandboxRequest.runtime_handler) → runtime_type, e.g. { kybernate: SHIM_RUNTIME }. */
+  runtimes: Record<string, string>;
+  /** The pod sandbox image; default PAUSE_IMAGE, which the harness builds and imports. Others must be imported by the caller. */
+  sandboxImage?: string;
+}
+
+/** The namespace in which CRI keeps its images, containers and sandboxes. */
+export const CRI_NAMESPACE = 'k8s.io';
 
 /** Where a version's containerd, ctr and containerd-shim-runc-v2 live. */
 export function binDir(v: ContainerdVersion): string {
@@ -128,6 +147,85 @@ function ensureTestImage(): void {
   if (existsSync(TEST_IMAGE_TAR)) return;
   execFileSync(process.execPath, [IMAGE_BUILDER, '--busybox', BUSYBOX, '--out', TEST_IMAGE_TAR],
     { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
+}
+
+function ensurePauseImage(): void {
+  if (existsSync(PAUSE_IMAGE_TAR)) return;
+  execFileSync(process.execPath, [IMAGE_BUILDER, '--pause', '--busybox', BUSYBOX, '--out', PAUSE_IMAGE_TAR],
+    { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
+}
+
+/**
+ * A config file like daemonConfig()'s, with CRI enabled: the handlers of `cri`, the sandbox image, and
+ * everything CRI would otherwise take from the host (CNI directories, a fixed streaming port) kept in
+ * the daemon's own directory. NRI stays disabled (one fixed host socket). Pods must use the host network.
+ */
+// CRI gives sandboxes oom_score_adj -998, which needs CAP_SYS_RESOURCE; where the test runs without it
+// (some VMs and CI containers), runc init fails with "can't get final child's PID from pipe: EOF".
+// Restricted, CRI never goes below containerd's own value.
+const RESTRICT_OOM = '  restrict_oom_score_adj = true';
+
+function criDaemonConfig(version: ContainerdVersion, p: DaemonPaths, logLevel: string, cri: CriOptions,
+  snapshotter: string, dir: string): string {
+  const v3 = version.startsWith('2.');
+  const str = (x: string): string => JSON.stringify(x);
+  const cniBin = join(dir, 'cni', 'bin');
+  const cniConf = join(dir, 'cni', 'net.d');
+  mkdirSync(cniBin, { recursive: true });
+  mkdirSync(cniConf, { recursive: true });
+  const runtimeTable = v3 ? 'io.containerd.cri.v1.runtime' : 'io.containerd.grpc.v1.cri';
+  const sandboxImage = cri.sandboxImage ?? PAUSE_IMAGE;
+  const handlers = Object.entries(cri.runtimes).flatMap(([name, type]) => [
+    `[plugins.${str(runtimeTable)}.containerd.runtimes.${str(name)}]`,
+    `  runtime_type = ${str(type)}`,
+    '',
+  ]);
+  const lines = [
+    `version = ${v3 ? 3 : 2}`,
+    `root = ${str(p.root)}`,
+    `state = ${str(p.state)}`,
+    'disabled_plugins = ["io.containerd.nri.v1.nri"]',
+    '',
+    '[grpc]',
+    `  address = ${str(p.address)}`,
+    '',
+    '[ttrpc]',
+    `  address = ${str(`${p.address}.ttrpc`)}`,
+    '',
+    '[debug]',
+    `  level = ${str(logLevel)}`,
+    '',
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = ${str(p.opt)}`,
+    '',
+    '[plugins."io.containerd.grpc.v1.cri"]',
+    '  stream_server_address = "127.0.0.1"',
+    '  stream_server_port = "0"',
+    ...(v3 ? [] : [`  sandbox_image = ${str(sandboxImage)}`, '  enable_selinux = false', RESTRICT_OOM]),
+    '',
+    ...(v3 ? [
+      '[plugins."io.containerd.cri.v1.images"]',
+      `  snapshotter = ${str(snapshotter)}`,
+      '',
+      '[plugins."io.containerd.cri.v1.images".pinned_images]',
+      `  sandbox = ${str(sandboxImage)}`,
+      '',
+      '[plugins."io.containerd.cri.v1.runtime"]',
+      '  enable_selinux = false',
+      RESTRICT_OOM,
+      '',
+    ] : []),
+    `[plugins.${str(runtimeTable)}.containerd]`,
+    ...(v3 ? [] : [`  snapshotter = ${str(snapshotter)}`]),
+    `  default_runtime_name = ${str(Object.keys(cri.runtimes)[0] ?? 'runc')}`,
+    '',
+    ...handlers,
+    `[plugins.${str(runtimeTable)}.cni]`,
+    `  bin_dir = ${str(cniBin)}`,
+    `  conf_dir = ${str(cniConf)}`,
+    '',
+  ];
+  return lines.join('\n');
 }
 
 function execCollect(file: string, args: string[], env: NodeJS.ProcessEnv, opts: CtrOptions): Promise<CtrResult> {
@@ -191,22 +289,31 @@ class Daemon implements Containerd {
   private readonly configPath: string;
   private readonly env: NodeJS.ProcessEnv;
   private readonly stopTasksTimeoutMs: number;
+  private readonly logLevel: string;
+  readonly cri: CriOptions | undefined;
 
   constructor(readonly version: ContainerdVersion, readonly dir: string, opts: StartOptions) {
     this.bin = binDir(version);
     this.root = join(dir, 'root');
     this.state = join(dir, 'state');
     this.address = join(dir, 'containerd.sock');
-    this.namespace = opts.namespace ?? 'kybernate-test';
+    this.cri = opts.cri;
+    this.namespace = opts.namespace ?? (opts.cri ? CRI_NAMESPACE : 'kybernate-test');
     this.configPath = join(dir, 'config.toml');
     this.stopTasksTimeoutMs = opts.stopTasksTimeoutMs ?? 30_000;
-    const logLevel = opts.logLevel ?? process.env.KYBERNATE_CONTAINERD_LOG_LEVEL ?? 'info';
-    writeFileSync(this.configPath, daemonConfig(version, {
-      root: this.root, state: this.state, address: this.address, opt: join(dir, 'opt'),
-    }, logLevel));
+    this.logLevel = opts.logLevel ?? process.env.KYBERNATE_CONTAINERD_LOG_LEVEL ?? 'info';
+    this.writeConfig();
     // bin/ first: the shim under test; then this version's own containerd-shim-runc-v2.
     const path = [join(REPO_ROOT, 'bin'), this.bin, process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'].join(delimiter);
     this.env = { ...process.env, PATH: path, ...opts.env };
+  }
+
+  /** Written before every launch: CRI's snapshotter is fixed by the config, so it follows chooseSnapshotter(). */
+  writeConfig(): void {
+    const paths: DaemonPaths = { root: this.root, state: this.state, address: this.address, opt: join(this.dir, 'opt') };
+    writeFileSync(this.configPath, this.cri
+      ? criDaemonConfig(this.version, paths, this.logLevel, this.cri, this.snapshotter, this.dir)
+      : daemonConfig(this.version, paths, this.logLevel));
   }
 
   ctr(args: string[], opts: CtrOptions = {}): Promise<CtrResult> {
@@ -269,6 +376,9 @@ class Daemon implements Containerd {
 
   async importImage(): Promise<void> {
     await this.ctrOk(['images', 'import', TEST_IMAGE_TAR], { timeoutMs: 120_000 });
+    if (this.cri && this.cri.sandboxImage === undefined) {
+      await this.ctrOk(['images', 'import', PAUSE_IMAGE_TAR], { timeoutMs: 120_000 });
+    }
   }
 
   private tail(): string {
@@ -345,6 +455,7 @@ export async function startContainerd(version: ContainerdVersion, opts: StartOpt
   leftoversCleaned ??= cleanupLeftovers();
   await leftoversCleaned;
   ensureTestImage();
+  if (opts.cri) ensurePauseImage();
 
   const base = daemonBaseDir();
   mkdirSync(base, { recursive: true });
@@ -354,6 +465,10 @@ export async function startContainerd(version: ContainerdVersion, opts: StartOpt
   try {
     await daemon.launch();
     await daemon.chooseSnapshotter();
+    if (daemon.cri && daemon.snapshotter !== 'overlayfs') {
+      daemon.writeConfig();
+      await daemon.restart();
+    }
     await daemon.importImage();
   } catch (err) {
     await daemon.stop().catch(() => undefined);

@@ -3,7 +3,11 @@
 // static busybox, its applet symlinks and a minimal /etc. No registry is reachable from the test
 // machines, so the image is made here and imported with `ctr images import`.
 //
-// Usage: node test/images/build-busybox-image.cjs [--busybox /bin/busybox] [--out .deps/images/busybox.tar]
+// Usage: node test/images/build-busybox-image.cjs [--pause] [--busybox /bin/busybox] [--out .deps/images/busybox.tar]
+//
+// --pause builds PAUSE_IMAGE_NAME instead: the same root filesystem, with a default command that
+// sleeps, so that it can serve as CRI's pod sandbox ("pause") image (the default output is then
+// .deps/images/busybox-pause.tar).
 //
 // The output is byte-for-byte reproducible for a given busybox binary: fixed mtimes, uid/gid 0,
 // sorted entries, gzip without a timestamp.
@@ -16,6 +20,9 @@ const { execFileSync } = require('node:child_process');
 const tarStream = require('tar-stream');
 
 const IMAGE_NAME = 'docker.io/library/busybox:kybernate-test';
+const PAUSE_IMAGE_NAME = 'docker.io/library/busybox:kybernate-pause';
+// A pod sandbox must outlive its containers; CRI stops it with SIGKILL, which needs no handler.
+const PAUSE_CMD = ['sleep', '2147483647'];
 // 2024-01-01T00:00:00Z: a fixed timestamp keeps digests stable across rebuilds.
 const EPOCH = 1704067200;
 const CREATED = new Date(EPOCH * 1000).toISOString();
@@ -24,13 +31,17 @@ const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 const root = path.resolve(__dirname, '..', '..');
 
 function parseArgs(argv) {
-  const out = { busybox: '/bin/busybox', out: path.join(root, '.deps', 'images', 'busybox.tar') };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in out) || argv[i + 1] === undefined) throw new Error(`usage: ${path.basename(__filename)} [--busybox F] [--out F]`);
-    out[key] = path.resolve(argv[i + 1]);
+  const pause = argv.includes('--pause');
+  const rest = argv.filter((a) => a !== '--pause');
+  const out = { busybox: '/bin/busybox', out: path.join(root, '.deps', 'images', pause ? 'busybox-pause.tar' : 'busybox.tar') };
+  for (let i = 0; i < rest.length; i += 2) {
+    const key = rest[i].replace(/^--/, '');
+    if (!(key in out) || rest[i + 1] === undefined) {
+      throw new Error(`usage: ${path.basename(__filename)} [--pause] [--busybox F] [--out F]`);
+    }
+    out[key] = path.resolve(rest[i + 1]);
   }
-  return out;
+  return { ...out, pause };
 }
 
 // --- tar archives (tar-stream), with fixed owner and mtime so that digests are reproducible ---
@@ -88,14 +99,16 @@ function blob(buf, mediaType) {
   return { buf, descriptor: { mediaType, digest: `sha256:${sha256(buf)}`, size: buf.length } };
 }
 
-async function buildImage(busyboxPath) {
+/** opts.pause: PAUSE_IMAGE_NAME with PAUSE_CMD instead of IMAGE_NAME with `sh`. */
+async function buildImage(busyboxPath, opts = {}) {
+  const name = opts.pause ? PAUSE_IMAGE_NAME : IMAGE_NAME;
   const layerTar = await tar(rootfsEntries(busyboxPath));
   const layer = blob(zlib.gzipSync(layerTar, { level: 9 }), 'application/vnd.oci.image.layer.v1.tar+gzip');
   const config = blob(Buffer.from(JSON.stringify({
     created: CREATED,
     architecture: 'amd64',
     os: 'linux',
-    config: { Env: [PATH_ENV], Cmd: ['sh'], WorkingDir: '/' },
+    config: { Env: [PATH_ENV], Cmd: opts.pause ? PAUSE_CMD : ['sh'], WorkingDir: '/' },
     rootfs: { type: 'layers', diff_ids: [`sha256:${sha256(layerTar)}`] },
     history: [{ created: CREATED, created_by: `build-busybox-image.cjs from ${path.basename(busyboxPath)}` }],
   })), 'application/vnd.oci.image.config.v1+json');
@@ -113,8 +126,8 @@ async function buildImage(busyboxPath) {
       // containerd names the imported image after io.containerd.image.name; other tools
       // read the OCI annotation. Both carry the full reference.
       annotations: {
-        'io.containerd.image.name': IMAGE_NAME,
-        'org.opencontainers.image.ref.name': IMAGE_NAME,
+        'io.containerd.image.name': name,
+        'org.opencontainers.image.ref.name': name,
       },
       platform: { architecture: 'amd64', os: 'linux' },
     }],
@@ -131,13 +144,13 @@ async function buildImage(busyboxPath) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const archive = await buildImage(args.busybox);
+  const archive = await buildImage(args.busybox, { pause: args.pause });
   fs.mkdirSync(path.dirname(args.out), { recursive: true });
   // Written beside the target and renamed, so a concurrent reader never sees half a file.
   const tmp = `${args.out}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, archive);
   fs.renameSync(tmp, args.out);
-  console.log(`wrote ${path.relative(process.cwd(), args.out)} (${IMAGE_NAME}, ${archive.length} bytes)`);
+  console.log(`wrote ${path.relative(process.cwd(), args.out)} (${args.pause ? PAUSE_IMAGE_NAME : IMAGE_NAME}, ${archive.length} bytes)`);
 }
 
 if (require.main === module) {
@@ -146,4 +159,4 @@ if (require.main === module) {
     process.exit(1);
   });
 }
-module.exports = { IMAGE_NAME, buildImage, tar };
+module.exports = { IMAGE_NAME, PAUSE_IMAGE_NAME, buildImage, tar };
