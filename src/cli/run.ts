@@ -10,6 +10,15 @@ commands:
                      [--ext-unix-sk] [--file-locks] [--timeout SECONDS] [--json]
   process restore --images DIR [--tcp-established] [--shell-job] [--ext-unix-sk] [--file-locks]
                   [--timeout SECONDS] [--json]
+  suspend <container> [-n NS] [--state-dir DIR] [--lock-timeout SECONDS] [--timeout SECONDS] [--json]
+                                                    GPU suspend in place: checkpoint the container's CUDA
+                                                    state into host memory, then freeze it
+  resume <container> [-n NS] [--state-dir DIR] [--timeout SECONDS] [--json]
+                                                    thaw a suspended container, then restore its GPU state
+  gpu-status <container> [-n NS] [--state-dir DIR] [--json]
+                                                    whether a container is suspended, since when, which pids
+                                                    (NS: containerd namespace, default "default"; DIR:
+                                                    containerd's state directory, default /run/containerd)
   version                                           print the version
 `;
 
@@ -24,6 +33,12 @@ export async function run(argv: string[]): Promise<number> {
         return await (await import('./commands/doctor')).doctorCommand(rest);
       case 'process':
         return await (await import('./commands/process')).processCommand(rest);
+      case 'suspend':
+        return await (await import('./commands/suspend')).suspendCommand(rest);
+      case 'resume':
+        return await (await import('./commands/suspend')).resumeCommand(rest);
+      case 'gpu-status':
+        return await (await import('./commands/suspend')).gpuStatusCommand(rest);
       case 'version':
       case '--version':
       case '-v':

@@ -1,8 +1,10 @@
-// Wiring of the shim daemon: logger, event publisher, Task service and its ttrpc server, signals.
+// Wiring of the shim daemon: logger, event publisher, Task and Control services and their ttrpc server, signals.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { reaper } from '../native/reaper';
 import { TtrpcServer } from '../ttrpc';
+import { ControlService } from './control';
+import { registerControlService } from './control-api';
 import type { ShimFlags } from './flags';
 import { openLogger } from './log';
 import { Publisher } from './publisher';
@@ -31,6 +33,7 @@ export function serveShim(flags: ShimFlags, bundle: string): TtrpcServer {
   const service = new TaskService({ namespace: flags.namespace, publisher, log, onShutdown: () => void shutdown('Shutdown RPC') });
   reaper.on('exit', (e) => service.handleExit(e.pid, e.status));
   registerTaskService(server, service);
+  registerControlService(server, new ControlService({ containers: service.containers, publisher, log }));
 
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -1,0 +1,93 @@
+// Finding and dialing the shim that serves a container, the way containerd does: the task's
+// directory under containerd's state dir holds the shim's address (`address`, or containerd 2.x's
+// `bootstrap.json`). The namespace and id become path components, so only containerd's identifier
+// alphabet is accepted.
+import fs from 'node:fs';
+import path from 'node:path';
+import { KybernateError, Status, StatusError } from '../errors';
+import { TtrpcClient, type CallOptions, type Decoder, type Encoder } from '../ttrpc';
+
+export const DEFAULT_STATE_DIR = '/run/containerd';
+export const DEFAULT_NAMESPACE = 'default';
+const TASK_DIR = 'io.containerd.runtime.v2.task';
+const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
+
+export function validateIdentifier(kind: string, value: string): void {
+  if (!IDENTIFIER.test(value)) {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT',
+      `invalid ${kind} ${JSON.stringify(value)}: containerd identifiers are 1-76 of A-Z a-z 0-9 _ . - and start with a letter or digit`);
+  }
+}
+
+export interface ShimLocation {
+  /** The task's directory in containerd's state dir. */
+  dir: string;
+  /** The shim's unix socket path. */
+  socket: string;
+}
+
+/** The socket of the shim serving `id` in `namespace`; NotFound when containerd has no task for it. */
+export function locateShim(stateDir: string, namespace: string, id: string): ShimLocation {
+  validateIdentifier('namespace', namespace);
+  validateIdentifier('container id', id);
+  const dir = path.join(stateDir, TASK_DIR, namespace, id);
+  let address: string;
+  try {
+    address = fs.readFileSync(path.join(dir, 'address'), 'utf8').trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    let text: string;
+    try {
+      text = fs.readFileSync(path.join(dir, 'bootstrap.json'), 'utf8');
+    } catch (err2) {
+      if ((err2 as NodeJS.ErrnoException).code !== 'ENOENT') throw err2;
+      throw new KybernateError('KYB_ERR_NOT_FOUND',
+        `container ${id} has no running task in namespace ${namespace} (nothing at ${dir}; is --state-dir containerd's state directory?)`);
+    }
+    const b = JSON.parse(text) as { address?: unknown; protocol?: unknown };
+    if (typeof b.address !== 'string') throw new KybernateError('KYB_ERR_INTERNAL', `${path.join(dir, 'bootstrap.json')}: no address`);
+    if (b.protocol !== undefined && b.protocol !== 'ttrpc') {
+      throw new KybernateError('KYB_ERR_UNIMPLEMENTED', `the shim of container ${id} speaks ${String(b.protocol)}, not ttrpc`);
+    }
+    address = b.address;
+  }
+  let socket: string;
+  if (address.startsWith('unix://')) socket = address.slice('unix://'.length);
+  else if (address.startsWith('/')) socket = address;
+  else throw new KybernateError('KYB_ERR_INTERNAL', `container ${id}: unsupported shim address ${JSON.stringify(address)}`);
+  return { dir, socket };
+}
+
+/** One connection to a container's shim, with the namespace every call carries. */
+export class ShimClient {
+  private constructor(private readonly client: TtrpcClient, readonly namespace: string, readonly id: string) {}
+
+  static async connect(stateDir: string, namespace: string, id: string): Promise<ShimClient> {
+    const { socket } = locateShim(stateDir, namespace, id);
+    try {
+      return new ShimClient(await TtrpcClient.connect(socket), namespace, id);
+    } catch (err) {
+      throw new KybernateError('KYB_ERR_UNAVAILABLE', `cannot reach the shim of container ${id} at ${socket}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** A unary call; a shim without the service (not kybernate's) is named as such. */
+  async request<Req, Res>(service: string, method: string, req: Encoder<Req>, res: Decoder<Res>, message: Req,
+    opts: CallOptions = {}): Promise<Res> {
+    try {
+      return await this.client.request(service, method, req, res, message, {
+        ...opts, metadata: { 'containerd-namespace-ttrpc': this.namespace, ...opts.metadata },
+      });
+    } catch (err) {
+      if (err instanceof StatusError && err.status === Status.UNIMPLEMENTED && /service|method/i.test(err.message)) {
+        throw new StatusError(err.status,
+          `container ${this.id} is not run by the kybernate runtime (its shim has no ${service}/${method}: ${err.message})`);
+      }
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
