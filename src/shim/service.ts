@@ -7,6 +7,7 @@ import { containerd, google } from '../gen/proto';
 import { KybernateError, errNotFound } from '../errors';
 import { checkpointContainer, parseCheckpointOptions } from './checkpoint';
 import { Container } from './container';
+import { resumeContainer } from './suspend';
 import type { MountSpec } from './mount';
 import { parseRuntimeOptions, typeName } from './options';
 import type { Process } from './process/process';
@@ -157,7 +158,11 @@ export class TaskService {
   }
 
   async resume(r: Req<'ResumeRequest'>): Promise<object> {
-    await this.container(r.id).init.resume();
+    const c = this.container(r.id);
+    // A container suspended in place is frozen with its GPU state in host memory: resuming only the
+    // cgroup would leave its CUDA processes locked, so Task.Resume resumes the GPU too.
+    if (c.gpuSuspension) await resumeContainer(c);
+    else await c.init.resume();
     this.publish('/tasks/resumed', 'containerd.events.TaskResumed', E.TaskResumed.encode({ containerId: r.id }).finish());
     return EMPTY;
   }
