@@ -181,7 +181,10 @@ export function prepareRootfs(dir: string, binds: readonly Bind[]): void {
   for (const d of ['usr', 'etc', 'tmp', 'proc', 'dev', 'sys']) fs.mkdirSync(path.join(dir, d), { recursive: true });
   for (const [name, target] of Object.entries(ROOT_LINKS)) {
     const p = path.join(dir, name);
-    if (!fs.existsSync(p)) fs.symlinkSync(target, p);
+    // lstat: the links dangle on the host (the rootfs's usr/ is an empty mount point there).
+    let present = true;
+    try { fs.lstatSync(p); } catch { present = false; }
+    if (!present) fs.symlinkSync(target, p);
   }
   for (const b of binds) {
     const dest = path.join(dir, b.destination);

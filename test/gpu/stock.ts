@@ -167,11 +167,14 @@ export async function setFrozen(cgroupDir: string, frozen: boolean): Promise<num
   return performance.now() - t0;
 }
 
-/** The cgroup v2 directory of a process, from /proc/<pid>/cgroup ("0::/path"). */
+/** The cgroup v2 directory of a process: its "0::/path" entry under this host's cgroup2 mount. */
 export function cgroupDirOf(pid: number): string {
   const line = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
   if (!line) throw new Error(`pid ${pid}: no cgroup v2 entry`);
-  return path.join('/sys/fs/cgroup', line.slice(3));
+  // mountinfo: "... <mount point> ... - cgroup2 ..."; /sys/fs/cgroup on v2 hosts, .../unified on hybrid ones.
+  const mount = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .find((l) => / - cgroup2 /.test(l))?.split(' ')[4] ?? '/sys/fs/cgroup';
+  return path.join(mount, line.slice(3));
 }
 
 export function dirBytes(dir: string): number {
