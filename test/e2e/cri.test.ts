@@ -12,7 +12,7 @@ import { CRI_NAMESPACE, RUNC_RUNTIME, SHIM_RUNTIME, type ContainerdVersion } fro
 import { alive } from './support/ctr';
 import {
   CRIU_DAEMON_ENV, ContainerState, CriClient, LocalRegistry, counterContainer, counterPast, criFailure, criuMissing,
-  hostNetworkPod, publishTestImage, tarEntries, waitRunning, type PodSandboxConfig,
+  hostNetworkPod, publishTestImage, tarEntries, unpublishTestImage, waitRunning, type PodSandboxConfig, type PublishedImage,
 } from './support/cri';
 
 const GRPC_UNIMPLEMENTED = 12;
@@ -26,6 +26,7 @@ describeMatrix('cri', (ctx) => {
   const pods: string[] = [];
   const dirs: string[] = [];
   const registries: LocalRegistry[] = [];
+  const published: PublishedImage[] = [];
   const cri = (): CriClient => {
     client ??= new CriClient(ctx.cd.address);
     return client;
@@ -37,6 +38,7 @@ describeMatrix('cri', (ctx) => {
       await cri().removePodSandbox(id).catch(() => undefined);
     }
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    for (const p of published.splice(0)) await unpublishTestImage(ctx.cd, p);
     for (const r of registries.splice(0)) await r.close();
   });
   afterAll(() => {
@@ -113,7 +115,9 @@ describeMatrix('cri', (ctx) => {
     // come from a registry; no public one is reachable here, hence one on localhost.
     const registry = await LocalRegistry.start();
     registries.push(registry);
-    const c = await runningCounter('rs', await publishTestImage(ctx.cd, cri(), registry));
+    const image = await publishTestImage(ctx.cd, cri(), registry);
+    published.push(image);
+    const c = await runningCounter('rs', image.image);
     const archive = join(tmp('kyb-cri-cp-'), 'checkpoint.tar');
     // c.seen was read before the checkpoint; the original went on counting after it, the restore starts from it.
     await cri().checkpointContainer(c.id, archive);

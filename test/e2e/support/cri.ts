@@ -318,22 +318,28 @@ export class LocalRegistry {
  * container's image_ref and records it in the checkpoint's config.dump as the base image, which
  * containerd 2.1 pulls again to restore (CRImportCheckpoint calls client.Pull even when the image is
  * there); an image that only has a tag, as `ctr images import` leaves it, is reported by its config
- * digest, which names nothing that could be pulled. Resolves to `<repo>:<tag>`.
+ * digest, which names nothing that could be pulled. unpublishTestImage() must remove the names again:
+ * CRI reports the first of an image's repo digests, which could be one of a registry already gone.
  */
-export async function publishTestImage(cd: Containerd, client: CriClient, registry: LocalRegistry): Promise<string> {
+export async function publishTestImage(cd: Containerd, client: CriClient, registry: LocalRegistry): Promise<PublishedImage> {
   const listing = await cd.ctrOk(['images', 'ls']);
   const row = listing.split('\n').map((l) => l.trim().split(/\s+/)).find((cols) => cols[0] === TEST_IMAGE);
   const digest = row?.find((c) => /^sha256:[0-9a-f]{64}$/.test(c));
   if (!digest) throw new Error(`no digest for ${TEST_IMAGE} in \`ctr images ls\`:\n${listing}`);
   const repo = `${registry.host}/kybernate/busybox`;
-  const tagged = `${repo}:kybernate-test`;
-  const repoDigest = `${repo}@${digest}`;
-  for (const name of [tagged, repoDigest]) {
-    if (!listing.split('\n').some((l) => l.startsWith(`${name} `))) await cd.ctrOk(['images', 'tag', TEST_IMAGE, name]);
-  }
-  await waitFor(`CRI to list ${repoDigest}`, async () => {
-    const image = await client.imageStatus(tagged);
-    return image?.repoDigests?.includes(repoDigest) ?? false;
+  const published = { image: `${repo}:kybernate-test`, repoDigest: `${repo}@${digest}` };
+  await cd.ctrOk(['images', 'tag', TEST_IMAGE, published.image]);
+  await cd.ctrOk(['images', 'tag', TEST_IMAGE, published.repoDigest]);
+  await waitFor(`CRI to list ${published.repoDigest}`, async () => {
+    const image = await client.imageStatus(published.image);
+    return image?.repoDigests?.includes(published.repoDigest) ?? false;
   });
-  return tagged;
+  return published;
+}
+
+export interface PublishedImage { image: string; repoDigest: string }
+
+/** Removes the names publishTestImage() gave TEST_IMAGE (the image itself stays, under its own name). */
+export async function unpublishTestImage(cd: Containerd, p: PublishedImage): Promise<void> {
+  await cd.ctr(['images', 'rm', p.image, p.repoDigest]);
 }
