@@ -89,6 +89,7 @@ export class TaskService {
       if (r.execId) {
         this.publish('/tasks/exec-started', 'containerd.events.TaskExecStarted', E.TaskExecStarted.encode({ containerId: c.id, execId: r.execId, pid: p.pid }).finish());
       } else {
+        if (c.init.restorePlan) this.deps.log.info({ id: c.id, pid: p.pid, steps: c.init.restoreSteps }, 'restored');
         this.publish('/tasks/start', 'containerd.events.TaskStart', E.TaskStart.encode({ containerId: c.id, pid: p.pid }).finish());
         this.watchOom(c);
       }
