@@ -218,6 +218,19 @@ describeMatrix('suspend', (ctx) => {
     expect(other.stderr).toContain(`container ${runc} is not run by the kybernate runtime`);
   });
 
+  it('ctr tasks resume of a suspended container thaws it and restores its GPU state', async () => {
+    const { cd, version } = ctx;
+    const id = ctx.id('ctr-resume');
+    const pids = await startCuda(cd, ctx.rt.runtime, id);
+    await cliJson<SuspendJson>(cd, 'suspend', id);
+    await cd.ctrOk(['tasks', 'resume', id]);
+    expect((await task(cd, id))?.status).toBe('RUNNING');
+    const lines = logLines(version, pids).slice(4);
+    expect(lines.map((l) => l.split(' ')[0])).toEqual(['restore', 'restore', 'unlock', 'unlock']);
+    for (const l of lines) expect(l).toMatch(/ frozen=0$/);
+    expect(await cliJson<StatusJson>(cd, 'gpu-status', id)).toMatchObject({ suspended: false, taskStatus: 'running' });
+  });
+
   it('a suspended container can be killed and deleted', async () => {
     const { cd } = ctx;
     const id = ctx.id('kill');
