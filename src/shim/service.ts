@@ -289,6 +289,8 @@ export class TaskService {
   }
 
   private finishInit(c: Container, status: number): void {
+    // Its CUDA processes are gone, and the GPU state they held in host memory with them.
+    c.gpuSuspension = undefined;
     c.init.setExited(status);
     this.publishExit(c, c.init, c.init.exit!);
   }
