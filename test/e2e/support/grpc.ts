@@ -20,17 +20,21 @@ const serializer = <T>(type: Encoder<T>) => (m: T): Buffer => {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 };
 
-/** One grpc-js channel to a containerd; calls carry `containerd-namespace` when a namespace is given. */
+/**
+ * One grpc-js channel to a containerd; calls carry `containerd-namespace` when a namespace is given, and
+ * `containerd-lease` when a lease is (what they write is then held by that lease).
+ */
 export class ContainerdClient {
   private readonly client: grpc.Client;
 
-  constructor(address: string, readonly namespace?: string) {
+  constructor(address: string, readonly namespace?: string, readonly lease?: string) {
     this.client = new grpc.Client(`unix://${address}`, grpc.credentials.createInsecure());
   }
 
   private metadata(): grpc.Metadata {
     const md = new grpc.Metadata();
     if (this.namespace) md.set('containerd-namespace', this.namespace);
+    if (this.lease) md.set('containerd-lease', this.lease);
     return md;
   }
 
