@@ -73,6 +73,9 @@ describeMatrix('cri', (ctx) => {
 
   if (!checkpoints(ctx.version)) {
     it('CheckpointContainer of a running container answers UNIMPLEMENTED', async () => {
+      const version = await cri().version();
+      expect(version.runtimeName).toBe('containerd');
+      expect(version.runtimeVersion).toMatch(new RegExp(`^v?${ctx.version.replace('.', '\\.')}\\.`));
       const c = await runningCounter('unimpl');
       const failure = await criFailure(cri().checkpointContainer(c.id, join(tmp('kyb-cri-cp-'), 'checkpoint.tar')));
       expect(failure.code, failure.message).toBe(GRPC_UNIMPLEMENTED);

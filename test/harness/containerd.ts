@@ -155,16 +155,16 @@ function ensurePauseImage(): void {
     { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
 }
 
-/**
- * A config file like daemonConfig()'s, with CRI enabled: the handlers of `cri`, the sandbox image, and
- * everything CRI would otherwise take from the host (CNI directories, a fixed streaming port) kept in
- * the daemon's own directory. NRI stays disabled (one fixed host socket). Pods must use the host network.
- */
 // CRI gives sandboxes oom_score_adj -998, which needs CAP_SYS_RESOURCE; where the test runs without it
 // (some VMs and CI containers), runc init fails with "can't get final child's PID from pipe: EOF".
 // Restricted, CRI never goes below containerd's own value.
 const RESTRICT_OOM = '  restrict_oom_score_adj = true';
 
+/**
+ * A config file like daemonConfig()'s, with CRI enabled: the handlers of `cri`, the sandbox image, and
+ * everything CRI would otherwise take from the host (CNI directories, a fixed streaming port) kept in
+ * the daemon's own directory. NRI stays disabled (one fixed host socket). Pods must use the host network.
+ */
 function criDaemonConfig(version: ContainerdVersion, p: DaemonPaths, logLevel: string, cri: CriOptions,
   snapshotter: string, dir: string): string {
   const v3 = version.startsWith('2.');
@@ -221,7 +221,8 @@ function criDaemonConfig(version: ContainerdVersion, p: DaemonPaths, logLevel: s
     '',
     ...handlers,
     `[plugins.${str(runtimeTable)}.cni]`,
-    `  bin_dir = ${str(cniBin)}`,
+    // 2.1 deprecates bin_dir for bin_dirs; 1.x knows only bin_dir.
+    v3 ? `  bin_dirs = [${str(cniBin)}]` : `  bin_dir = ${str(cniBin)}`,
     `  conf_dir = ${str(cniConf)}`,
     '',
   ];
