@@ -1,7 +1,8 @@
 // The GPU container suite (test/gpu/run.sh runs it on the GPU machine, bundled as .deps/gpu/containers.cjs):
 // a CUDA container and a PyTorch HTTP server container, each
 //   ours:  containerd 2.1 + the kybernate shim: Tasks.Checkpoint (exit) → Tasks.Create{criu_image_path} +
-//          Start, and `kybernate suspend|resume` in place;
+//          Start, and suspend/resume in place both as Control ttrpc calls from this process (the node
+//          agent's way) and through the `kybernate suspend|resume` CLI;
 //   stock: the same spec under runc alone: raw driver lock+checkpoint, `runc checkpoint`, `runc restore`,
 //          raw restore+unlock; raw suspend + cgroup freeze / thaw + raw resume in place;
 // with the answers checked after every restore/resume against those computed before the first checkpoint.
@@ -10,6 +11,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { ShimClient } from '../../src/cli/shim-client';
+import { kybernate } from '../../src/gen/proto';
 import { daemonConfig } from '../harness/config';
 import { Ctd } from './ctd';
 import { buildGpuSpec, hostBinds, prepareRootfs, probeHost, type BindPolicy, type HostProbe } from './gpu-spec';
@@ -37,6 +40,8 @@ function parseArgs(argv: string[]): Args {
 }
 
 const RUNTIME = 'io.containerd.kybernate.v2';
+const CONTROL = 'kybernate.shim.v1.Control';
+const C = kybernate.shim.v1;
 const NAMESPACE = 'kyb-gpu';
 const IMAGES = '/dev/shm/kyb-gpu-images';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -161,6 +166,40 @@ class Suite {
     }
   }
 
+  /**
+   * Suspend/Resume as the node agent will make them: one ttrpc call from this already running process over
+   * a connection opened beforehand (the CLI's wall time adds node's start and the dial).
+   */
+  private async rpc(op: 'suspend' | 'resume', id: string, shim: ShimClient): Promise<{ ms: number; shimMs: number; steps: Record<string, number> }> {
+    const t0 = performance.now();
+    const r = op === 'suspend'
+      ? await shim.request(CONTROL, 'Suspend', C.SuspendRequest, C.SuspendResponse, { id, lockTimeoutMs: 0 }, { timeoutMs: 180_000 })
+      : await shim.request(CONTROL, 'Resume', C.ResumeRequest, C.ResumeResponse, { id }, { timeoutMs: 180_000 });
+    const ms = performance.now() - t0;
+    const steps = Object.fromEntries((r.steps ?? []).map((s) => [`${s.name ?? ''}${s.pid ? `@${s.pid}` : ''}`, Math.round((s.durationMs ?? 0) * 10) / 10]));
+    return { ms, shimMs: r.durationMs ?? 0, steps };
+  }
+
+  /** The shim's 'restored' log lines for `id` (containerd copies shim logs into its own), oldest first. */
+  private restoredSteps(id: string): Array<Record<string, number>> {
+    let text = '';
+    try { text = fs.readFileSync(path.join(this.a.logs, 'containerd.log'), 'utf8'); } catch { return []; }
+    const found: Array<Record<string, number>> = [];
+    for (const raw of text.split('\n')) {
+      if (!raw.includes('restored') || !raw.includes(id)) continue;
+      // The shim's pino line either verbatim or quoted inside containerd's own msg="...".
+      const line = raw.includes('\\"') ? raw.replace(/\\"/g, '"') : raw;
+      const start = line.indexOf('{');
+      const end = line.lastIndexOf('}');
+      if (start < 0 || end <= start) continue;
+      try {
+        const o = JSON.parse(line.slice(start, end + 1)) as { msg?: string; id?: string; steps?: Array<{ step: string; ms: number }> };
+        if (o.msg === 'restored' && o.id === id && o.steps) found.push(Object.fromEntries(o.steps.map((x) => [x.step, Math.round(x.ms * 10) / 10])));
+      } catch { /* another line mentioning the id */ }
+    }
+    return found;
+  }
+
   async detectCli(): Promise<void> {
     const r = await exec(this.a.node, [this.a.cli, '--help'], { env: this.env });
     this.cliSuspend = /\bsuspend\b/.test(r.stdout + r.stderr) && /\bresume\b/.test(r.stdout + r.stderr);
@@ -205,6 +244,29 @@ class Suite {
         const got = await w.check(pid);
         this.check(got === expected, `${w.name} ours round ${round}: answers after restore`, got === expected ? '' : `got ${got.slice(0, 300)}`);
         fs.rmSync(images, { recursive: true, force: true });
+      }
+      const restored = this.restoredSteps(id);
+      if (restored.length !== this.a.rounds) log(`${id}: ${restored.length} 'restored' lines in containerd.log for ${this.a.rounds} restores`);
+      for (const [i, steps] of restored.entries()) {
+        const ms = (steps['runc-restore'] ?? 0) + (steps['gpu-total'] ?? 0);
+        this.sample({ workload: w.name, path: 'ours', op: 'restore-shim', round: i + 1, ms, parts: steps });
+      }
+      const shim = await ShimClient.connect(this.state, NAMESPACE, id);
+      try {
+        for (let round = 1; round <= this.a.rounds; round++) {
+          const s = await this.rpc('suspend', id, shim);
+          const used = await gpuUsedMiB();
+          this.sample({ workload: w.name, path: 'ours', op: 'suspend-rpc', round, ms: s.ms, parts: s.steps });
+          this.sample({ workload: w.name, path: 'ours', op: 'suspend-shim', round, ms: s.shimMs });
+          this.check(used < used0 - 500, `${w.name} ours rpc round ${round}: GPU memory released while suspended`, `${used0} -> ${used} MiB`);
+          const r = await this.rpc('resume', id, shim);
+          this.sample({ workload: w.name, path: 'ours', op: 'resume-rpc', round, ms: r.ms, parts: r.steps });
+          this.sample({ workload: w.name, path: 'ours', op: 'resume-shim', round, ms: r.shimMs });
+          const got = await w.check(pid);
+          this.check(got === expected, `${w.name} ours rpc round ${round}: answers after resume`, got === expected ? '' : `got ${got.slice(0, 300)}`);
+        }
+      } finally {
+        shim.close();
       }
       if (this.cliSuspend) {
         for (let round = 1; round <= this.a.rounds; round++) {
@@ -342,7 +404,7 @@ async function main(): Promise<number> {
   suite.report.device = (await exec('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'])).stdout.trim();
   const workloads: Workload[] = [];
   if (a.only.includes('cuda')) workloads.push(cudaWorkload(a.gib));
-  if (a.only.includes('torch')) workloads.push(torchWorkload(probe, a.port));
+  if (a.only.includes('torch')) workloads.push(torchWorkload(probe));
   try {
     await suite.preflight();
     await suite.startContainerd();

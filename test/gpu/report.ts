@@ -4,8 +4,12 @@ import type { HostProbe } from './gpu-spec';
 export interface Sample {
   workload: string;
   path: 'ours' | 'stock';
-  /** *-shim: the same operation as the shim reports its own duration (`kybernate ... --json` durationMs). */
-  op: 'checkpoint' | 'restore' | 'suspend' | 'resume' | 'suspend-shim' | 'resume-shim';
+  /**
+   * *-rpc: Control.Suspend/Resume as one ttrpc call from the suite's running process (the node agent's way);
+   * suspend/resume: the `kybernate` CLI's wall time; *-shim: the shim's own duration (durationMs of either);
+   * restore-shim: the shim's runc-restore + gpu-total from its 'restored' log line.
+   */
+  op: 'checkpoint' | 'restore' | 'restore-shim' | 'suspend' | 'resume' | 'suspend-rpc' | 'resume-rpc' | 'suspend-shim' | 'resume-shim';
   round: number;
   /** Wall time of the whole operation as the caller sees it. */
   ms: number;
@@ -23,12 +27,15 @@ export interface Report {
 }
 
 const OPS: Array<{ op: Sample['op']; stockOp?: Sample['op']; ours: string; stock: string; target?: number }> = [
-  { op: 'restore', ours: 'Tasks.Create{criu_image_path} + Start (shim start, manifest verification, runc restore, CUDA restore+unlock)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
-  { op: 'resume', ours: '`kybernate resume` (CLI wall: node start, connect, thaw, CUDA restore+unlock)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
-  { op: 'resume-shim', stockOp: 'resume', ours: 'the shim\'s own duration of that resume (durationMs)', stock: 'raw restore+unlock', target: 1.1 },
-  { op: 'checkpoint', ours: 'Tasks.Checkpoint{exit} (CUDA lock+checkpoint, runc checkpoint, manifest)', stock: 'raw lock+checkpoint + runc checkpoint' },
+  { op: 'restore', ours: 'Tasks.Create{criu_image_path} + Tasks.Start wall from the suite\'s gRPC client (shim start, manifest verification, runc restore, CUDA restore+unlock)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
+  { op: 'restore-shim', stockOp: 'restore', ours: 'the shim\'s own runc-restore + gpu-total (its \'restored\' log line)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
+  { op: 'resume-rpc', stockOp: 'resume', ours: 'Control.Resume as one ttrpc call from the running suite (connection open; thaw, CUDA restore+unlock)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
+  { op: 'resume', ours: '`kybernate resume` (CLI wall: node start, dial, thaw, CUDA restore+unlock)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
+  { op: 'resume-shim', stockOp: 'resume', ours: 'the shim\'s own duration of those resumes (durationMs; rpc and CLI rounds)', stock: 'raw restore+unlock', target: 1.1 },
+  { op: 'checkpoint', ours: 'Tasks.Checkpoint{exit} wall (CUDA lock+checkpoint, runc checkpoint, manifest)', stock: 'raw lock+checkpoint + runc checkpoint' },
+  { op: 'suspend-rpc', stockOp: 'suspend', ours: 'Control.Suspend as one ttrpc call from the running suite (CUDA lock+checkpoint, freeze)', stock: 'raw lock+checkpoint (freeze not included)' },
   { op: 'suspend', ours: '`kybernate suspend` (CLI wall)', stock: 'raw lock+checkpoint (freeze not included)' },
-  { op: 'suspend-shim', stockOp: 'suspend', ours: 'the shim\'s own duration of that suspend (durationMs)', stock: 'raw lock+checkpoint' },
+  { op: 'suspend-shim', stockOp: 'suspend', ours: 'the shim\'s own duration of those suspends (durationMs; rpc and CLI rounds)', stock: 'raw lock+checkpoint' },
 ];
 
 function median(xs: number[]): number {
@@ -56,6 +63,25 @@ export function formatTable(r: Report): string {
       const target = o.target === undefined ? '' : `<= ${o.target}x ${ratio === undefined ? '' : ratio <= o.target ? 'met' : 'MISSED'}`;
       out.push(`| ${w} | ${o.op} | ${fmt(om)} | ${fmt(sm)} | ${ratio === undefined ? 'n/a' : ratio.toFixed(3)} | ${ratioMin === undefined ? 'n/a' : ratioMin.toFixed(3)} | ${target} | ${ours.length}/${stock.length} |`);
     }
+  }
+  out.push('', 'Where the time goes (median ms of each step over the rounds; a per-pid step summed over the pids of a round):', '',
+    '| workload | path | operation | steps |', '|---|---|---|---|');
+  const keys = [...new Set(r.samples.map((s) => `${s.workload}|${s.path}|${s.op}`))];
+  for (const k of keys) {
+    const rounds = r.samples.filter((s) => `${s.workload}|${s.path}|${s.op}` === k && s.parts);
+    if (rounds.length === 0) continue;
+    const perRound = rounds.map((s) => {
+      const m: Record<string, number> = {};
+      for (const [name, v] of Object.entries(s.parts!)) {
+        const step = name.replace(/[:@]\d+$/, '');
+        m[step] = (m[step] ?? 0) + v;
+      }
+      return m;
+    });
+    const names = [...new Set(perRound.flatMap((m) => Object.keys(m)))];
+    const cells = names.map((n) => `${n} ${fmt(median(perRound.map((m) => m[n]).filter((x): x is number => x !== undefined)))}`);
+    const [w, p, op] = k.split('|');
+    out.push(`| ${w} | ${p} | ${op} | ${cells.join('; ')} |`);
   }
   out.push('', 'What each column times:');
   for (const o of OPS) out.push(`- ${o.op}: ours = ${o.ours}; stock = ${o.stock}`);

@@ -1,7 +1,7 @@
 """The GPU suite's PyTorch container: an HTTP server around an MLP on the GPU, for checkpoint/restore
 and suspend/resume checks of a real framework process.
 
-  python3 torch-server.py --port P [--hidden 8192] [--layers 5] [--seed 1234]
+  python3 torch-server.py --socket PATH | --port P [--hidden 8192] [--layers 5] [--seed 1234]
 
 Weights come from a fixed seed (5 x 8192 x 8192 fp32 = 1.25 GiB by default). Answers are computed
 deterministically (TF32 off, deterministic algorithms, one fixed cuBLAS workspace), so the same request
@@ -9,12 +9,16 @@ gives the same digits before a checkpoint and after a restore on the same GPU.
   GET /health           -> "ok"
   GET /infer?x=<float>  -> JSON {"x", "y": first 8 outputs as repr strings, "sum": repr of the output sum}
   GET /weights          -> JSON {"sum": repr of the sum of all parameters} (detects damaged weights)
-Every response closes its connection (HTTP/1.0), so no TCP connection outlives a request: CRIU then
-never meets an established socket at checkpoint time. Writes /tmp/kyb-ready once it serves.
+Every response closes its connection (HTTP/1.0), so no connection outlives a request: CRIU then never
+meets an established socket at checkpoint time. --socket serves on a unix socket instead of TCP: CRIU
+4.1.1 cannot dump a TCP socket on Linux >= 6.16 (getsockopt SO_PASSCRED/SO_PASSSEC answer EOPNOTSUPP
+there for anything but unix/netlink sockets, and CRIU treats that as fatal). Writes /tmp/kyb-ready
+once it serves.
 """
 import argparse
 import json
 import os
+import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -33,7 +37,9 @@ def build_model(hidden: int, layers: int, seed: int) -> torch.nn.Module:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument('--port', type=int, required=True)
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument('--port', type=int)
+    where.add_argument('--socket')
     ap.add_argument('--hidden', type=int, default=8192)
     ap.add_argument('--layers', type=int, default=5)
     ap.add_argument('--seed', type=int, default=1234)
@@ -85,10 +91,18 @@ def main() -> int:
         def log_message(self, fmt: str, *a: object) -> None:
             pass
 
-    server = HTTPServer(('127.0.0.1', args.port), Handler)
+        def address_string(self) -> str:  # a unix peer has no host part
+            return 'local'
+
+    if args.socket:
+        if os.path.exists(args.socket):
+            os.unlink(args.socket)
+        server: socketserver.BaseServer = socketserver.UnixStreamServer(args.socket, Handler)
+    else:
+        server = HTTPServer(('127.0.0.1', args.port), Handler)
     with open('/tmp/kyb-ready', 'w') as f:
         f.write(f'{weight_bytes}\n')
-    print(f'ready {os.getpid()} port {args.port} weights {weight_bytes} torch {torch.__version__}', flush=True)
+    print(f'ready {os.getpid()} {"socket " + args.socket if args.socket else f"port {args.port}"} weights {weight_bytes} torch {torch.__version__}', flush=True)
     server.serve_forever()
     return 0
 

@@ -83,11 +83,16 @@ export function cudaWorkload(gib: number): Workload {
   };
 }
 
-function get(port: number, p: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+/** The torch server's unix socket inside its container (CRIU 4.1.1 cannot dump TCP sockets on Linux >= 6.16). */
+const TORCH_SOCKET = '/tmp/kyb-torch.sock';
+
+function get(pid: number, p: string, timeoutMs: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     // agent: false and HTTP/1.0 on the server side: the connection is closed after each answer, so no
-    // established TCP connection exists when CRIU dumps the server.
-    const req = http.get({ host: '127.0.0.1', port, path: p, agent: false, timeout: timeoutMs }, (res) => {
+    // established connection exists when CRIU dumps the server. The socket is reached through the
+    // server's root as the host sees it.
+    const socketPath = path.join('/proc', String(pid), 'root', TORCH_SOCKET);
+    const req = http.get({ socketPath, path: p, agent: false, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
@@ -98,24 +103,24 @@ function get(port: number, p: string, timeoutMs: number): Promise<{ status: numb
   });
 }
 
-export function torchWorkload(probe: HostProbe, port: number): Workload {
+export function torchWorkload(probe: HostProbe): Workload {
   if (!probe.python) throw new Error('torch workload: python3 with torch not found on this host');
   return {
     name: 'torch',
-    args: [probe.python.executable, `${FILES_DIR}/torch-server.py`, '--port', String(port)],
+    args: [probe.python.executable, `${FILES_DIR}/torch-server.py`, '--socket', TORCH_SOCKET],
     env: ['PYTHONUNBUFFERED=1', 'CUBLAS_WORKSPACE_CONFIG=:4096:8', 'NCCL_NVLS_ENABLE=0',
       'TORCH_SYMM_MEM_DISABLE_MULTICAST=1', 'NVSHMEM_DISABLE_NVLS=1'],
     withPython: true,
     readyTimeoutMs: 150_000,
     async ready(pid) {
       await waitFile(pid, 'kyb-ready', this.readyTimeoutMs);
-      const r = await get(port, '/health', 10_000);
+      const r = await get(pid, '/health', 10_000);
       if (r.status !== 200) throw new Error(`torch server /health: ${r.status} ${r.body}`);
     },
-    async check() {
+    async check(pid) {
       const parts: string[] = [];
       for (const p of ['/infer?x=0.5', '/infer?x=2.5', '/weights']) {
-        const r = await get(port, p, 60_000);
+        const r = await get(pid, p, 60_000);
         if (r.status !== 200) throw new Error(`torch server ${p}: ${r.status} ${r.body}`);
         parts.push(r.body);
       }
