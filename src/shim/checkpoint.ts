@@ -19,7 +19,7 @@ import { containerd } from '../gen/proto';
 import type { Container } from './container';
 import { typeName } from './options';
 import type { CriuFlags } from './runc';
-import { gpuMemoryOf, gpusOfSpec, nodeFacts, nsPidOf } from './node-facts';
+import { gpuMemoryOf, gpusOfSpec, nodeFacts, nsPidOf, warmCuda } from './node-facts';
 
 /** CheckpointOptions as the shim applies them; nil options from containerd mean "leave running". */
 export interface ParsedCheckpointOptions extends CriuFlags {
@@ -145,6 +145,7 @@ export async function checkpointContainer(c: Container, dir: string, opts: Parse
   let gpuSteps: GpuStep[] = [];
   let deviceMemoryBytes = c.gpuSuspension?.deviceMemoryBytes ?? 0;
   if (!c.gpuSuspension && mapsCuda(pids)) {
+    warmCuda();
     try {
       await thawed(c, paused, async () => {
         const found = await findCudaProcesses(pids);

@@ -126,3 +126,12 @@ export async function gpuMemoryOf(pids: number[]): Promise<number> {
     return 0;
   }
 }
+
+/**
+ * The CUDA restore needs cuInit in the calling process (200-260 ms on an H100, seen in the GPU suite),
+ * and only device queries run it: a GPU list now moves it off the restore's critical path, overlapping
+ * the checksum verification and `runc restore`. A failure shows up again, with its error, at restore.
+ */
+export function warmCuda(): void {
+  void import('../native').then(({ cuda }) => cuda.listGpus()).catch(() => undefined);
+}

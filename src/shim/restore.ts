@@ -8,7 +8,7 @@ import { KybernateError } from '../errors';
 import { resumeGpuProcesses } from '../checkpoint/gpu';
 import { checkManifest, readManifest, verifyChecksums, type Expectations, type SnapshotManifest } from '../checkpoint/manifest';
 import type { CriuFlags, Runc } from './runc';
-import { nodeFacts, nsPidOf } from './node-facts';
+import { nodeFacts, nsPidOf, warmCuda } from './node-facts';
 
 export interface RestorePlan {
   imagePath: string;
@@ -22,12 +22,13 @@ export interface RestorePlan {
 /** Verifies `dir` and returns how to restore it. Throws KYB_ERR_CHECKPOINT_INVALID / _INCOMPATIBLE. */
 export async function planRestore(dir: string, bundle: string, runc: Runc, workPath?: string): Promise<RestorePlan> {
   if (!path.isAbsolute(dir)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `checkpoint path must be absolute: ${JSON.stringify(dir)}`);
+  // Tool versions (two short commands) are read while the manifest is.
+  const factsPromise = nodeFacts(runc.config.binary, 'proc');
+  factsPromise.catch(() => undefined);
   const first = await readManifest(dir);
   const withGpus = (first.cuda?.pids?.length ?? 0) > 0;
-  // The CUDA restore after `runc restore` needs cuInit in this process (hundreds of ms): start it now, so
-  // that it overlaps the checksum verification. Its failure shows up at that step, with its own error.
-  if (withGpus) void import('../native').then(({ cuda }) => cuda.cudaDriverVersion()).catch(() => undefined);
-  const facts = await nodeFacts(runc.config.binary, withGpus ? 'proc' : false);
+  if (withGpus) warmCuda();
+  const facts = await factsPromise;
   const expect: Expectations = {};
   if (facts.criu) expect.criuVersion = facts.criu;
   if (facts.driver) expect.driverVersion = facts.driver;

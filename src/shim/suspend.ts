@@ -16,6 +16,7 @@ import {
   GpuStepError, findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type GpuStepName, type GpuSuspend,
 } from '../checkpoint/gpu';
 import type { Container } from './container';
+import { warmCuda } from './node-facts';
 
 /** What suspend/resume use of a Container (the class satisfies it). */
 export interface SuspendTarget {
@@ -108,6 +109,8 @@ export function suspendContainer(c: SuspendTarget, opts: SuspendOptions = {}): P
     }
     const since = new Date();
     c.gpuSuspension = { pids: [...gpu.pids], since };
+    // Lock and checkpoint never run cuInit; the resume's restore does: run it now, not then.
+    if (opts.api === undefined) warmCuda();
     return { id: c.id, pids: [...gpu.pids], skipped: found.skipped, steps, since, durationMs: performance.now() - t0 };
   });
 }
