@@ -18,6 +18,11 @@ import {
 const GRPC_UNIMPLEMENTED = 12;
 const KYBERNATE_MANIFEST = 'kybernate-manifest.json';
 
+// containerd makes its temporary checkpoint directories in XDG_RUNTIME_DIR (default /tmp) and leaves them
+// behind when a checkpoint fails: this file's daemons get a directory of their own.
+const runtimeDir = mkdtempSync(join(tmpdir(), 'kyb-cri-xdg-'));
+afterAll(() => rmSync(runtimeDir, { recursive: true, force: true }));
+
 /** containerd versions whose CRI implements CheckpointContainer (2.0 on) and restore via CreateContainer (2.1 – 2.3). */
 const checkpoints = (v: ContainerdVersion): boolean => v.startsWith('2.');
 
@@ -144,7 +149,7 @@ describeMatrix('cri', (ctx) => {
   });
 }, {
   start: () => ({
-    env: { ...CRIU_DAEMON_ENV },
+    env: { ...CRIU_DAEMON_ENV, XDG_RUNTIME_DIR: runtimeDir },
     namespace: CRI_NAMESPACE,
     cri: { runtimes: { runc: RUNC_RUNTIME, kybernate: SHIM_RUNTIME } },
   }),
