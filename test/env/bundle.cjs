@@ -18,11 +18,24 @@ const entries = {
 fs.mkdirSync(dist, { recursive: true });
 fs.mkdirSync(bin, { recursive: true });
 const addon = path.join(root, 'build', 'Release', 'kybernate.node');
-if (fs.existsSync(addon)) fs.copyFileSync(addon, path.join(dist, 'kybernate.node'));
+// Running shims have dist/kybernate.node mapped: rewriting it in place (same inode) swaps the pages
+// under them and they crash in their next native call. A new file renamed over it leaves their mapping
+// on the old inode; an unchanged addon is not touched at all.
+if (fs.existsSync(addon)) {
+  const target = path.join(dist, 'kybernate.node');
+  const same = fs.existsSync(target) && fs.readFileSync(target).equals(fs.readFileSync(addon));
+  if (!same) {
+    const tmp = `${target}.${process.pid}.tmp`;
+    fs.copyFileSync(addon, tmp);
+    fs.renameSync(tmp, target);
+  }
+}
 
 for (const [name, entry] of Object.entries(entries)) {
   if (!fs.existsSync(path.join(root, entry))) continue;
-  esbuild.buildSync({
+  // Written by rename, like the addon: a shim starting during a build must never read half a bundle.
+  const out = esbuild.buildSync({
+    write: false,
     entryPoints: [path.join(root, entry)],
     outfile: path.join(dist, `${name}.cjs`),
     bundle: true,
@@ -34,12 +47,19 @@ for (const [name, entry] of Object.entries(entries)) {
     legalComments: 'none',
     logLevel: 'warning',
   });
+  for (const f of out.outputFiles) {
+    const tmp = `${f.path}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, f.contents);
+    fs.renameSync(tmp, f.path);
+  }
   // The launcher names node by absolute path: containerd starts shims with its own PATH,
   // which need not contain node.
   const launcher = path.join(bin, name);
-  fs.writeFileSync(launcher,
-    `#!${process.execPath}\n'use strict';\nrequire(${JSON.stringify(path.join(dist, `${name}.cjs`))});\n`,
-    { mode: 0o755 });
+  const text = `#!${process.execPath}\n'use strict';\nrequire(${JSON.stringify(path.join(dist, `${name}.cjs`))});\n`;
+  if (!fs.existsSync(launcher) || fs.readFileSync(launcher, 'utf8') !== text) {
+    fs.writeFileSync(`${launcher}.tmp`, text, { mode: 0o755 });
+    fs.renameSync(`${launcher}.tmp`, launcher);
+  }
 }
 // bin/ holds CommonJS launchers without an extension.
 fs.writeFileSync(path.join(bin, 'package.json'), '{"type":"commonjs"}\n');

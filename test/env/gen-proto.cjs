@@ -41,5 +41,9 @@ function generate(name, files) {
 }
 
 fs.mkdirSync(outDir, { recursive: true });
-generate('proto', walk(protoDir).sort());
+// Kubernetes' CRI messages are only for the tests that play kubelet: kept out of the module the shim
+// bundles (it parses every message type at start-up).
+const TEST_ONLY = (f) => f.startsWith('k8s/');
+generate('proto', walk(protoDir).filter((f) => !TEST_ONLY(f)).sort());
+generate('cri', walk(protoDir).filter(TEST_ONLY).sort());
 generate('actions', ACTION_FILES);

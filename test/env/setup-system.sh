@@ -4,7 +4,9 @@
 # - bookworm: build tools, containerd 1.6 (system /usr/bin), runc, iptables (CRIU's network
 #   locking runs iptables-restore), busybox-static (the test image), util-linux, pkg-config, valgrind
 #   (the addon leak check in the suite).
-# - trixie: CRIU 4.x + libcriu-dev (bookworm's CRIU 3.17 fails `criu check` on this kernel).
+# - trixie: CRIU 4.1 + libcriu-dev (bookworm's CRIU 3.17 fails `criu check` on this kernel), which brings
+#   trixie's libc; then sid: CRIU 4.2 on top (4.1 cannot dump TCP sockets on kernels >= 6.16: it fails on
+#   getsockopt(SO_PASSCRED) of inet sockets, which those kernels refuse; 4.2.1 dumps and restores them).
 #   The trixie/sid suites are added with a low pin so nothing else is upgraded by accident.
 #
 # Idempotent: does nothing but a few dpkg queries when everything is already in place.
@@ -15,6 +17,7 @@ SOURCES=/etc/apt/sources.list.d/kybernate-trixie-sid.sources
 PIN=/etc/apt/preferences.d/kybernate-trixie-sid
 BOOKWORM_PKGS=(build-essential python3 containerd runc iptables busybox-static util-linux pkg-config valgrind)
 TRIXIE_PKGS=(criu libcriu-dev)
+CRIU_MIN=4.2
 
 say() { printf 'setup-system: %s\n' "$*"; }
 die() { printf 'setup-system: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -68,7 +71,7 @@ for p in "${BOOKWORM_PKGS[@]}"; do installed "$p" || missing+=("$p"); done
 criu_ok=0
 if installed criu && installed libcriu-dev; then
   v=$(dpkg-query -W -f='${Version}' criu)
-  dpkg --compare-versions "$v" ge 4 && criu_ok=1
+  dpkg --compare-versions "$v" ge "$CRIU_MIN" && criu_ok=1
 fi
 
 # Index files older than the sources file (or absent) mean the trixie/sid lists were never fetched.
@@ -87,9 +90,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [ $criu_ok -eq 0 ]; then
-  # Upgrades libc6 to trixie's (2.41) and the libraries CRIU needs: expected.
-  say "installing ${TRIXIE_PKGS[*]} from trixie"
+  # Upgrades libc6 to trixie's (2.41) and the libraries CRIU needs: expected. sid's CRIU then needs
+  # nothing newer than that libc (only its own libraries and libnet/libnl).
+  say "installing ${TRIXIE_PKGS[*]} from trixie, then CRIU from sid"
   apt-get install -y -qq --no-install-recommends -t trixie "${TRIXIE_PKGS[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends -t sid "${TRIXIE_PKGS[@]}" >/dev/null
 fi
 
 command -v containerd >/dev/null || die "containerd missing after install"
@@ -98,5 +103,5 @@ command -v iptables-restore >/dev/null || die "iptables-restore missing after in
 [ -x /bin/busybox ] || die "/bin/busybox missing after install"
 # No `| grep -q` / `| head`: an early exit of the reader SIGPIPEs the writer, failing under pipefail.
 criu_version=$(criu --version | awk '/^Version:/ { print $2 }')
-case "$criu_version" in 4.*) ;; *) die "CRIU 4.x expected, got '${criu_version}'" ;; esac
+dpkg --compare-versions "$criu_version" ge "$CRIU_MIN" || die "CRIU >= $CRIU_MIN expected, got '${criu_version}'"
 say "system packages ok (containerd $(containerd --version | awk '{ print $3 }'), criu $criu_version)"

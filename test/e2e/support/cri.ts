@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { delimiter, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
-import { runtime } from '../../../src/gen/proto';
+import { runtime } from '../../../src/gen/cri';
 import { readInContainer, waitFor } from './ctr';
 import { TEST_IMAGE, TEST_IMAGE_TAR, type Containerd } from './harness';
 
