@@ -65,7 +65,14 @@ function launchDaemon(flags: ShimFlags, sock: string, bundle: string, bootstrap?
   const env = { ...process.env };
   if (bootstrap?.ttrpcAddress) env.TTRPC_ADDRESS = bootstrap.ttrpcAddress;
   // containerd's pipes must not reach the daemon: containerd waits for every writer of them to close.
-  const child = spawn(process.execPath, args, { cwd: bundle, env, detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
+  // What reaches the daemon's stderr (a V8 fatal error, a native crash report) lands in the bundle.
+  const stderr = fs.openSync(path.join(bundle, 'shim-stderr.log'), 'a', 0o600);
+  let child;
+  try {
+    child = spawn(process.execPath, args, { cwd: bundle, env, detached: true, stdio: ['ignore', 'pipe', stderr] });
+  } finally {
+    fs.closeSync(stderr);
+  }
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => {
