@@ -2,66 +2,18 @@
 // would: pod sandboxes on the host network (no CNI here), one counter container each, its status and
 // CheckpointContainer; what CRIU needs here, the checkpoint archive's entries, and a local registry for
 // the restore. Messages are the generated protobufjs codecs of proto/k8s/cri/v1/api.proto.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { delimiter, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
 import { runtime } from '../../../src/gen/cri';
-import { readInContainer, waitFor } from './ctr';
+import { COUNTER } from './checkpoint';
+import { waitFor } from './ctr';
 import { TEST_IMAGE, TEST_IMAGE_TAR, type Containerd } from './harness';
 
-/**
- * Environment for a daemon whose shims checkpoint with CRIU. CRIU dumps hang on this kind of VM because
- * the parasite's hardware breakpoint never fires: CRIU_FAULT=130 makes criu do without hardware
- * breakpoints, and the kybernate shim asks for the same through KYBERNATE_CRIU_NO_BREAKPOINTS.
- */
-export const CRIU_DAEMON_ENV: Readonly<Record<string, string>> = { CRIU_FAULT: '130', KYBERNATE_CRIU_NO_BREAKPOINTS: '1' };
-
-function onPath(name: string): boolean {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
-  return dirs.some((d) => d !== '' && existsSync(join(d, name)));
-}
-
-/** Why CRI cannot checkpoint containers on this machine, if it cannot. */
-export function criuMissing(): string | undefined {
-  // containerd's CRI refuses to checkpoint without a criu binary (>= 3.16) on its PATH.
-  if (!onPath('criu')) return 'criu not found on PATH (apt-get install -t trixie criu, or run `make setup`)';
-  // CRIU locks the network of a dumped task with iptables-restore; without it every dump fails.
-  if (!onPath('iptables-restore')) return 'iptables-restore not found (apt-get install iptables, or run `make setup`)';
-  return undefined;
-}
-
-/**
- * A shell loop writing "<token> <n>" to /tmp/n in the container's rw layer, n increasing. The token is
- * drawn once at start and lives only in the shell's memory: a restored process keeps it, a process
- * started afresh would draw another.
- */
-export const COUNTER = ['sh', '-c',
-  't=$(cat /proc/sys/kernel/random/uuid); i=0; while true; do i=$((i+1)); echo "$t $i" > /tmp/n; sleep 0.1; done'];
-
-export interface Count { token: string; n: number }
-
-/** The counter of a COUNTER container whose init is `pid`; n = 0 while the file is empty or missing. */
-export function counterOf(pid: number): Count {
-  let text = '';
-  try {
-    text = readInContainer(pid, '/tmp/n').trim();
-  } catch {
-    // not written yet, or the process is gone
-  }
-  const [token = '', n = '0'] = text.split(' ');
-  return { token, n: Number(n) || 0 };
-}
-
-/** Waits until the counter of `pid` exceeds `above`; resolves to the value seen. */
-export function counterPast(pid: number, above: number, what = 'counter'): Promise<Count> {
-  return waitFor(`${what} to pass ${above}`, () => {
-    const c = counterOf(pid);
-    return c.n > above ? c : undefined;
-  }, 30_000);
-}
+// The daemon environment, the CRIU check and the counter are the checkpoint suite's own.
+export { COUNTER, CRIU_DAEMON_ENV, counterOf, counterPast, criuMissing, type Count } from './checkpoint';
 
 const cri = runtime.v1;
 export const NamespaceMode = cri.NamespaceMode;
