@@ -39,6 +39,6 @@ export function serveShim(flags: ShimFlags, bundle: string): TtrpcServer {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('uncaughtException', (err) => log.error({ err: err.stack ?? String(err) }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err: String(err) }, 'unhandled rejection'));
-  log.info({ socket: flags.socket, pid: process.pid }, 'shim listening');
+  log.info({ socket: flags.socket, pid: process.pid, bootMs: Math.round(process.uptime() * 1000) }, 'shim listening');
   return server;
 }

@@ -1,6 +1,7 @@
 // The Task service: the RPC surface. Each handler looks up the container, calls one method on it and
 // publishes the matching event; errors travel as KybernateErrors and become gRPC codes in the ttrpc layer.
 // Exits arrive from the one reaper through handleExit().
+import { performance } from 'node:perf_hooks';
 import Long from 'long';
 import type { Logger } from 'pino';
 import { containerd, google } from '../gen/proto';
@@ -67,11 +68,13 @@ export class TaskService {
     if (this.containers.has(r.id)) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `container ${r.id} already exists`);
     const rootfs: MountSpec[] = r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] }));
     const stdio = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
+    const t0 = performance.now();
     const c = await Container.create({
       id: r.id, bundle: r.bundle, rootfs, stdio, options: parseRuntimeOptions(r.options, this.deps.namespace), namespace: this.deps.namespace,
       ...(r.checkpoint ? { checkpoint: r.checkpoint } : {}),
     });
     this.containers.set(r.id, c);
+    if (r.checkpoint) this.deps.log.info({ id: r.id, checkpoint: r.checkpoint, ms: performance.now() - t0 }, 'created from a checkpoint');
     this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
       containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,
       io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
