@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ShimClient } from '../../src/cli/shim-client';
+import { socketAddress } from '../../src/shim/address';
 import { kybernate } from '../../src/gen/proto';
 import { daemonConfig } from '../harness/config';
 import { Ctd } from './ctd';
@@ -24,6 +25,8 @@ import { formatTable, type Report, type Sample } from './report';
 interface Args {
   work: string; out: string; logs: string; bin: string; node: string; cli: string; workload: string; raw: string; server: string;
   gib: number; rounds: number; port: number; only: string[];
+  /** Suspend/resume rounds (--suspend 0 skips them); restore rounds through a warm group shim (--group 0 skips). */
+  suspend: boolean; group: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -37,6 +40,7 @@ function parseArgs(argv: string[]): Args {
     work: get('work'), out: get('out'), logs: get('logs'), bin: get('bin'), node: get('node'), cli: get('cli'), workload: get('workload'),
     raw: get('raw'), server: get('server'), gib: Number(get('gib', '4')), rounds: Number(get('rounds', '2')),
     port: Number(get('port', '18471')), only: get('only', 'cuda,torch').split(','),
+    suspend: get('suspend', '1') !== '0', group: get('group', '1') !== '0',
   };
 }
 
@@ -45,6 +49,8 @@ const CONTROL = 'kybernate.shim.v1.Control';
 const C = kybernate.shim.v1;
 const NAMESPACE = 'kyb-gpu';
 const IMAGES = '/dev/shm/kyb-gpu-images';
+/** The shim's `start` puts containers with the same value of this annotation into one shim daemon. */
+const GROUP_ANNOTATION = 'io.kybernate.group';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const log = (s: string): void => console.log(`containers: ${s}`);
 
@@ -109,12 +115,13 @@ class Suite {
     }
   }
 
-  /** A bundle dir + rootfs for one container; returns the spec. */
-  spec(w: Workload, id: string): Record<string, unknown> {
+  /** A bundle dir + rootfs for one container; returns the spec (in shim group `group` when given). */
+  spec(w: Pick<Workload, 'args' | 'env' | 'withPython'>, id: string, group?: string): Record<string, unknown> {
     const rootfs = path.join(this.a.work, 'rootfs', id);
     const binds = [...hostBinds(this.probe, w.withPython, this.policy), { source: path.join(this.a.work, 'files'), destination: FILES_DIR, readonly: true }];
     prepareRootfs(rootfs, binds);
-    return buildGpuSpec({ id, rootfs, args: w.args, env: w.env, binds, probe: this.probe });
+    const spec = buildGpuSpec({ id, rootfs, args: w.args, env: w.env, binds, probe: this.probe });
+    return group ? { ...spec, annotations: { [GROUP_ANNOTATION]: group } } : spec;
   }
 
   /**
@@ -181,24 +188,52 @@ class Suite {
     return { ms, shimMs: r.durationMs ?? 0, steps };
   }
 
-  /** The shim's 'restored' log lines for `id` (containerd copies shim logs into its own), oldest first. */
-  private restoredSteps(id: string): Array<Record<string, number>> {
+  /** The shim's log lines with message `msg` (containerd copies shim logs into its own), oldest first. */
+  private shimLines(msg: string): ShimLine[] {
     let text = '';
     try { text = fs.readFileSync(path.join(this.a.logs, 'containerd.log'), 'utf8'); } catch { return []; }
-    const found: Array<Record<string, number>> = [];
+    const found: ShimLine[] = [];
     for (const raw of text.split('\n')) {
-      if (!raw.includes('restored') || !raw.includes(id)) continue;
+      if (!raw.includes(msg)) continue;
       // The shim's pino line either verbatim or quoted inside containerd's own msg="...".
       const line = raw.includes('\\"') ? raw.replace(/\\"/g, '"') : raw;
       const start = line.indexOf('{');
       const end = line.lastIndexOf('}');
       if (start < 0 || end <= start) continue;
       try {
-        const o = JSON.parse(line.slice(start, end + 1)) as { msg?: string; id?: string; steps?: Array<{ step: string; ms: number }> };
-        if (o.msg === 'restored' && o.id === id && o.steps) found.push(Object.fromEntries(o.steps.map((x) => [x.step, Math.round(x.ms * 10) / 10])));
-      } catch { /* another line mentioning the id */ }
+        const o = JSON.parse(line.slice(start, end + 1)) as ShimLine;
+        if (o.msg === msg) found.push(o);
+      } catch { /* another line mentioning the message */ }
     }
     return found;
+  }
+
+  /** The shim's 'restored' log lines for `id`, oldest first. */
+  private restoredSteps(id: string): Array<Record<string, number>> {
+    return this.shimLines('restored').filter((o) => o.id === id && o.steps)
+      .map((o) => Object.fromEntries(o.steps!.map((x) => [x.step, Math.round(x.ms * 10) / 10])));
+  }
+
+  /**
+   * Adds to each of `op`'s restore samples of `id` the shim's own Create time ('created from a checkpoint')
+   * and, where a daemon was started for it, that daemon's exec → serving time ('shim listening' on the
+   * container's group socket; a warm group shim logs none, the `start` of its restores finds it serving).
+   * Returns how many daemons started on that socket during the restores.
+   */
+  private createBreakdown(w: Workload, op: Sample['op'], id: string, group: string): number {
+    const created = this.shimLines('created from a checkpoint').filter((o) => o.id === id);
+    const sock = path.basename(socketAddress(this.address, NAMESPACE, group));
+    // The first daemon on the socket served the container's first start, before any restore.
+    const boots = this.shimLines('shim listening').filter((o) => typeof o.socket === 'string' && path.basename(o.socket) === sock).slice(1);
+    const samples = this.report.samples.filter((s) => s.workload === w.name && s.path === 'ours' && s.op === op).sort((x, y) => x.round - y.round);
+    for (const [i, s] of samples.entries()) {
+      s.parts = { ...s.parts };
+      if (created[i]?.ms !== undefined) s.parts.shimCreate = Math.round(created[i]!.ms! * 10) / 10;
+      if (boots.length === samples.length && boots[i]?.bootMs !== undefined) s.parts.daemonBoot = boots[i]!.bootMs!;
+    }
+    if (created.length !== samples.length) log(`${id}: ${created.length} 'created from a checkpoint' lines for ${samples.length} restores`);
+    log(`${id}: ${boots.length} shim daemons started on its group socket during ${samples.length} restores`);
+    return boots.length;
   }
 
   async detectCli(): Promise<void> {
@@ -222,6 +257,11 @@ class Suite {
   async pair(w: Workload): Promise<void> {
     const o: OursCtx = { id: `kyb-${w.name}`, pid: 0, expected: '', used0: 0 };
     const s: StockCtx = { id: `runc-${w.name}`, bundle: path.join(this.a.work, 'bundles', `runc-${w.name}`), logFile: path.join(this.a.logs, `runc-${w.name}.log`), pid: 0, expected: '', used0: 0 };
+    // The node agent's deployment: one long-lived shim per group, kept alive by a container without GPU
+    // work, so that a restore's `start` finds the group's daemon serving.
+    const group = `kyb-gpu-${w.name}`;
+    const keeper = `kyb-${w.name}-keeper`;
+    const g: OursCtx | undefined = this.a.group ? { id: `kyb-${w.name}-g`, pid: 0, expected: '', used0: 0 } : undefined;
     let stockStarted = false;
     try {
       await this.ctd.createContainer(o.id, RUNTIME, this.spec(w, o.id));
@@ -229,6 +269,17 @@ class Suite {
       o.pid = await this.ctd.start(o.id) || o.pid;
       await w.ready(o.pid);
       o.expected = await w.check(o.pid);
+      if (g) {
+        await this.ctd.createContainer(keeper, RUNTIME, this.spec({ args: ['/usr/bin/sleep', 'infinity'], env: [], withPython: false }, keeper, group));
+        await this.ctd.createTask(keeper, this.logUri(keeper, 'out'), this.logUri(keeper, 'err'));
+        await this.ctd.start(keeper);
+        await this.ctd.createContainer(g.id, RUNTIME, this.spec(w, g.id, group));
+        g.pid = await this.ctd.createTask(g.id, this.logUri(g.id, 'out'), this.logUri(g.id, 'err'));
+        g.pid = await this.ctd.start(g.id) || g.pid;
+        await w.ready(g.pid);
+        g.expected = await w.check(g.pid);
+        this.check(g.expected === o.expected, `${w.name}: the group shim's and the own shim's containers give the same answers`);
+      }
       fs.mkdirSync(s.bundle, { recursive: true });
       fs.writeFileSync(path.join(s.bundle, 'config.json'), JSON.stringify(this.spec(w, s.id), null, 2));
       stockStarted = true;
@@ -238,10 +289,17 @@ class Suite {
       s.expected = await w.check(s.pid);
       this.check(s.expected === o.expected, `${w.name}: runc and kybernate containers give the same answers`);
       o.used0 = s.used0 = await gpuUsedMiB();
-      log(`${w.name}: ours pid ${o.pid}, stock pid ${s.pid} serving; GPU used ${o.used0} MiB; answer ${o.expected.slice(0, 200)}`);
+      if (g) g.used0 = o.used0;
+      log(`${w.name}: ours pid ${o.pid}, group pid ${g?.pid ?? '-'}, stock pid ${s.pid} serving; GPU used ${o.used0} MiB; answer ${o.expected.slice(0, 200)}`);
       for (let round = 1; round <= this.a.rounds; round++) {
         const steps = [() => this.oursCheckpointRestore(w, o, round), () => this.stockCheckpointRestore(w, s, round)];
+        if (g) steps.splice(1, 0, () => this.oursCheckpointRestore(w, g, round, 'restore-group'));
         for (const step of round % 2 ? steps : steps.reverse()) await step();
+      }
+      this.createBreakdown(w, 'restore', o.id, o.id);
+      if (g) {
+        const boots = this.createBreakdown(w, 'restore-group', g.id, group);
+        this.check(boots === 0, `${w.name}: restores into the warm group shim started no new shim daemon`, `${boots} started`);
       }
       const restored = this.restoredSteps(o.id);
       if (restored.length !== this.a.rounds) log(`${o.id}: ${restored.length} 'restored' lines in containerd.log for ${this.a.rounds} restores`);
@@ -249,6 +307,7 @@ class Suite {
         const ms = (steps['runc-restore'] ?? 0) + (steps['gpu-total'] ?? 0);
         this.sample({ workload: w.name, path: 'ours', op: 'restore-shim', round: i + 1, ms, parts: steps });
       }
+      if (!this.a.suspend) return;
       // Suspend in place: the stock round sits between our rpc and CLI rounds (their order alternates).
       const cg = cgroupDirOf(s.pid);
       const raw = new RawDriver(this.a.raw, s.pid);
@@ -267,11 +326,15 @@ class Suite {
       }
     } finally {
       await this.removeOurs(o.id);
+      if (g) {
+        await this.removeOurs(g.id);
+        await this.removeOurs(keeper);
+      }
       if (stockStarted) await this.stock.remove(s.id);
     }
   }
 
-  private async oursCheckpointRestore(w: Workload, o: OursCtx, round: number): Promise<void> {
+  private async oursCheckpointRestore(w: Workload, o: OursCtx, round: number, op: 'restore' | 'restore-group' = 'restore'): Promise<void> {
     const images = path.join(IMAGES, `${o.id}-${round}`);
     fs.rmSync(images, { recursive: true, force: true });
     let t0 = performance.now();
@@ -280,16 +343,17 @@ class Suite {
     await this.ctd.waitStopped(o.id, 30_000);
     await this.ctd.deleteTask(o.id);
     const used = await gpuUsedMiB();
-    this.sample({ workload: w.name, path: 'ours', op: 'checkpoint', round, ms: ckptMs, bytes: dirBytes(images), parts: readManifest(images) });
-    this.check(used < o.used0 - 500, `${w.name} ours round ${round}: GPU memory released after checkpoint`, `${o.used0} -> ${used} MiB`);
+    const how = op === 'restore' ? '' : ' (group shim)';
+    this.sample({ workload: w.name, path: 'ours', op: op === 'restore' ? 'checkpoint' : 'checkpoint-group', round, ms: ckptMs, bytes: dirBytes(images), parts: readManifest(images) });
+    this.check(used < o.used0 - 500, `${w.name} ours${how} round ${round}: GPU memory released after checkpoint`, `${o.used0} -> ${used} MiB`);
     t0 = performance.now();
     await this.ctd.createTask(o.id, this.logUri(o.id, 'out'), this.logUri(o.id, 'err'), images);
     const t1 = performance.now();
     o.pid = await this.ctd.start(o.id);
     const t2 = performance.now();
-    this.sample({ workload: w.name, path: 'ours', op: 'restore', round, ms: t2 - t0, parts: { create: t1 - t0, start: t2 - t1 } });
+    this.sample({ workload: w.name, path: 'ours', op, round, ms: t2 - t0, parts: { create: t1 - t0, start: t2 - t1 } });
     const got = await w.check(o.pid);
-    this.check(got === o.expected, `${w.name} ours round ${round}: answers after restore`, got === o.expected ? '' : `got ${got.slice(0, 300)}`);
+    this.check(got === o.expected, `${w.name} ours${how} round ${round}: answers after restore`, got === o.expected ? '' : `got ${got.slice(0, 300)}`);
     fs.rmSync(images, { recursive: true, force: true });
   }
 
@@ -367,6 +431,7 @@ class Suite {
 }
 
 interface OursCtx { id: string; pid: number; expected: string; used0: number }
+interface ShimLine { msg?: string; id?: string; ms?: number; bootMs?: number; socket?: string; steps?: Array<{ step: string; ms: number }> }
 interface StockCtx { id: string; bundle: string; logFile: string; pid: number; expected: string; used0: number }
 
 function readManifest(dir: string): Record<string, number> | undefined {

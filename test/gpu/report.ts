@@ -9,7 +9,7 @@ export interface Sample {
    * suspend/resume: the `kybernate` CLI's wall time; *-shim: the shim's own duration (durationMs of either);
    * restore-shim: the shim's runc-restore + gpu-total from its 'restored' log line.
    */
-  op: 'checkpoint' | 'restore' | 'restore-shim' | 'suspend' | 'resume' | 'suspend-rpc' | 'resume-rpc' | 'suspend-shim' | 'resume-shim';
+  op: 'checkpoint' | 'checkpoint-group' | 'restore' | 'restore-group' | 'restore-shim' | 'suspend' | 'resume' | 'suspend-rpc' | 'resume-rpc' | 'suspend-shim' | 'resume-shim';
   round: number;
   /** Wall time of the whole operation as the caller sees it. */
   ms: number;
@@ -28,11 +28,13 @@ export interface Report {
 
 const OPS: Array<{ op: Sample['op']; stockOp?: Sample['op']; ours: string; stock: string; target?: number }> = [
   { op: 'restore', ours: 'Tasks.Create{criu_image_path} + Tasks.Start wall from the suite\'s gRPC client (shim start, manifest verification, runc restore, CUDA restore+unlock)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
+  { op: 'restore-group', stockOp: 'restore', ours: 'the same into a warm group shim (io.kybernate.group shared with a keeper container: `start` finds the daemon serving)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
   { op: 'restore-shim', stockOp: 'restore', ours: 'the shim\'s own runc-restore + gpu-total (its \'restored\' log line)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
   { op: 'resume-rpc', stockOp: 'resume', ours: 'Control.Resume as one ttrpc call from the running suite (connection open; thaw, CUDA restore+unlock)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
   { op: 'resume', ours: '`kybernate resume` (CLI wall: node start, dial, thaw, CUDA restore+unlock)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
   { op: 'resume-shim', stockOp: 'resume', ours: 'the shim\'s own duration of those resumes (durationMs; rpc and CLI rounds)', stock: 'raw restore+unlock', target: 1.1 },
   { op: 'checkpoint', ours: 'Tasks.Checkpoint{exit} wall (CUDA lock+checkpoint, runc checkpoint, manifest)', stock: 'raw lock+checkpoint + runc checkpoint' },
+  { op: 'checkpoint-group', stockOp: 'checkpoint', ours: 'Tasks.Checkpoint{exit} of the group shim\'s container', stock: 'raw lock+checkpoint + runc checkpoint' },
   { op: 'suspend-rpc', stockOp: 'suspend', ours: 'Control.Suspend as one ttrpc call from the running suite (CUDA lock+checkpoint, freeze)', stock: 'raw lock+checkpoint (freeze not included)' },
   { op: 'suspend', ours: '`kybernate suspend` (CLI wall)', stock: 'raw lock+checkpoint (freeze not included)' },
   { op: 'suspend-shim', stockOp: 'suspend', ours: 'the shim\'s own duration of those suspends (durationMs; rpc and CLI rounds)', stock: 'raw lock+checkpoint' },

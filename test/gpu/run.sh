@@ -10,6 +10,7 @@
 # and our bundles come from .deps/gpu (test/gpu/pack.sh) when the machine has none of its own.
 #   KYB_GPU_SIZES=1,4,8  KYB_GPU_ROUNDS=3  KYB_GPU_CRIU_GIB=4  KYB_GPU_CTR_GIB=4  KYB_GPU_CTR_ROUNDS=2
 #   KYB_GPU_CTR_ONLY=cuda,torch  KYB_GPU_CTR_TIMEOUT=1800 (s; the container suite then writes what it has)
+#   KYB_GPU_CTR_SUSPEND=0 (no suspend/resume rounds)  KYB_GPU_CTR_GROUP=0 (no restores into a warm group shim)
 #   KYB_GPU_OUT=<dir for results, tables and logs>
 # On a lent machine: run test/gpu/pack.sh here, send the tree with .deps/gpu carried, and run
 # `KYB_GPU_OUT=$OUT test/gpu/run.sh` there (test/gpu/RESULTS.md has the last numbers).
@@ -84,7 +85,7 @@ if [ "${KYB_GPU_CONTAINERS:-1}" != 0 ]; then
     timeout "${KYB_GPU_CTR_TIMEOUT:-1800}" "$node" "$deps/containers.cjs" --work "$work" --out "$out" --logs "$work/logs" --bin "$work/bin" --node "$node" \
       --cli "$deps/dist/kybernate.cjs" --workload "$work/workload" --raw "$work/raw-checkpoint" \
       --server "$here/torch-server.py" --gib "${KYB_GPU_CTR_GIB:-4}" --rounds "${KYB_GPU_CTR_ROUNDS:-2}" \
-      --only "${KYB_GPU_CTR_ONLY:-cuda,torch}" || status=1
+      --only "${KYB_GPU_CTR_ONLY:-cuda,torch}" --suspend "${KYB_GPU_CTR_SUSPEND:-1}" --group "${KYB_GPU_CTR_GROUP:-1}" || status=1
   else
     echo "gpu-test: skipped the container suite (no containerd.xz/runc.xz/criu.tar.xz/containers.cjs in .deps/gpu: run test/gpu/pack.sh)"
   fi
