@@ -75,8 +75,9 @@ describe.skipIf(!!skip)(`shim binary actions${skip ? ` (skipped: ${skip})` : ''}
     const pids = daemonPids(sock);
     expect(pids).toHaveLength(1);
     pids.forEach((p) => daemons.add(p));
-    // The daemon holds none of start's stdio: fds 0-2 are /dev/null.
-    for (const fd of [0, 1, 2]) expect(fs.readlinkSync(`/proc/${pids[0]}/fd/${fd}`)).toBe('/dev/null');
+    // The daemon holds none of start's stdio: fds 0-1 are /dev/null, its stderr a file in the bundle.
+    for (const fd of [0, 1]) expect(fs.readlinkSync(`/proc/${pids[0]}/fd/${fd}`)).toBe('/dev/null');
+    expect(fs.readlinkSync(`/proc/${pids[0]}/fd/2`)).toBe(path.join(dir, 'shim-stderr.log'));
     const client = await TtrpcClient.connect(sock);
     const res = containerd.task.v2.ConnectResponse.decode(await client.call('containerd.task.v2.Task', 'Connect',
       containerd.task.v2.ConnectRequest.encode({ id: 'plain1' }).finish()));

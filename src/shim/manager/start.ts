@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DEFAULT_SOCKET_DIR, SOCKET_PATH_LIMIT, groupOf, socketAddress, socketPath } from '../address';
 import type { ShimFlags } from '../flags';
-import { READY_EXISTING, READY_LISTENING } from '../daemon-socket';
+import { READY_EXISTING, READY_LISTENING, canConnect } from '../daemon-socket';
 
 const DAEMON_READY_TIMEOUT_MS = 10_000;
 
@@ -108,7 +108,9 @@ export async function start(flags: ShimFlags): Promise<void> {
   const address = socketAddress(flags.address, flags.namespace, group, bootstrap?.socketDir ?? DEFAULT_SOCKET_DIR);
   const sock = socketPath(address);
   if (sock.length > SOCKET_PATH_LIMIT) throw new Error(`socket path ${sock} is longer than ${SOCKET_PATH_LIMIT} bytes`);
-  await launchDaemon(flags, sock, bundle, bootstrap);
+  // A group's daemon that already serves needs no second Node process to find that out (the daemon's
+  // own bind still settles races between concurrent starts of a new group).
+  if (!(await canConnect(sock))) await launchDaemon(flags, sock, bundle, bootstrap);
   // 1.6/1.7 reconnect after a daemon restart from this file; 2.x migrates from it.
   fs.writeFileSync(path.join(bundle, 'address'), address, { mode: 0o600 });
   if (bootstrap) {
