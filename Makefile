@@ -82,6 +82,7 @@ test: build image
 
 bench: build image
 	@$(NODE) test/bench/run.cjs
+	@$(NODE) test/bench/checkpoint.cjs
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/kybernate $(DESTDIR)$(PREFIX)/bin

@@ -8,38 +8,11 @@
 
 const path = require('node:path');
 const fs = require('node:fs');
-const Module = require('node:module');
+const { loadHelpers, median } = require('./helpers.cjs');
 
 const REPO = path.resolve(__dirname, '..', '..');
 const N = Number(process.env.KYBERNATE_BENCH_N ?? 15);
 const GROUP_SIZE = 10;
-
-function loadHelpers() {
-  const esbuild = require('esbuild');
-  const result = esbuild.buildSync({
-    stdin: {
-      contents: "export * from './harness/containerd';\nexport { shimProcesses, tasks, waitFor, removeContainer } from './e2e/support/ctr';\n",
-      resolveDir: path.join(REPO, 'test'),
-      sourcefile: 'bench-entry.ts',
-      loader: 'ts',
-    },
-    bundle: true, platform: 'node', format: 'cjs', target: 'node20', write: false,
-    external: ['esbuild', 'vitest'], logLevel: 'warning',
-  });
-  // Compiled as if it lived in test/harness/, so the harness finds the repository root from __dirname.
-  const filename = path.join(REPO, 'test', 'harness', 'bench-bundle.cjs');
-  const m = new Module(filename, module);
-  m.filename = filename;
-  m.paths = Module._nodeModulePaths(path.dirname(filename));
-  m._compile(result.outputFiles[0].text, filename);
-  return m.exports;
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
 
 function rssKiB(pid) {
   try {
