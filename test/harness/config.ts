@@ -34,10 +34,23 @@ const list = (xs: string[]): string => `[${xs.map(str).join(', ')}]`;
 export function daemonConfig(version: ContainerdVersion, p: DaemonPaths, logLevel: string): string {
   const v3 = version.startsWith('2.');
   const lines = [
-    `version = ${v3 ? 3 : 2}`,
+    ...daemonHeader(version, p, logLevel, v3 ? DISABLED_V3 : DISABLED_V2),
+    v3
+      ? '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.kybernate]'
+      : '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kybernate]',
+    `  runtime_type = ${str(RUNTIME_TYPE)}`,
+    '',
+  ];
+  return lines.join('\n');
+}
+
+/** What every test daemon's config starts with: its own root, state, sockets, log level and opt path. */
+export function daemonHeader(version: ContainerdVersion, p: DaemonPaths, logLevel: string, disabled: string[]): string[] {
+  return [
+    `version = ${version.startsWith('2.') ? 3 : 2}`,
     `root = ${str(p.root)}`,
     `state = ${str(p.state)}`,
-    `disabled_plugins = ${list(v3 ? DISABLED_V3 : DISABLED_V2)}`,
+    `disabled_plugins = ${list(disabled)}`,
     '',
     '[grpc]',
     `  address = ${str(p.address)}`,
@@ -51,11 +64,5 @@ export function daemonConfig(version: ContainerdVersion, p: DaemonPaths, logLeve
     '[plugins."io.containerd.internal.v1.opt"]',
     `  path = ${str(p.opt)}`,
     '',
-    v3
-      ? '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.kybernate]'
-      : '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kybernate]',
-    `  runtime_type = ${str(RUNTIME_TYPE)}`,
-    '',
   ];
-  return lines.join('\n');
 }

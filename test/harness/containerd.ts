@@ -11,7 +11,7 @@ import { delimiter, join, resolve } from 'node:path';
 import {
   DIR_PREFIX, OWNER_FILE, cleanupLeftovers, daemonBaseDir, processIdentity, removeDaemonDir,
 } from './cleanup';
-import { daemonConfig, type DaemonPaths } from './config';
+import { daemonConfig, daemonHeader, type DaemonPaths } from './config';
 
 export type ContainerdVersion = '1.6' | '1.7' | '2.1';
 export const ALL_VERSIONS: readonly ContainerdVersion[] = ['1.6', '1.7', '2.1'];
@@ -181,23 +181,7 @@ function criDaemonConfig(version: ContainerdVersion, p: DaemonPaths, logLevel: s
     '',
   ]);
   const lines = [
-    `version = ${v3 ? 3 : 2}`,
-    `root = ${str(p.root)}`,
-    `state = ${str(p.state)}`,
-    'disabled_plugins = ["io.containerd.nri.v1.nri"]',
-    '',
-    '[grpc]',
-    `  address = ${str(p.address)}`,
-    '',
-    '[ttrpc]',
-    `  address = ${str(`${p.address}.ttrpc`)}`,
-    '',
-    '[debug]',
-    `  level = ${str(logLevel)}`,
-    '',
-    '[plugins."io.containerd.internal.v1.opt"]',
-    `  path = ${str(p.opt)}`,
-    '',
+    ...daemonHeader(version, p, logLevel, ['io.containerd.nri.v1.nri']),
     '[plugins."io.containerd.grpc.v1.cri"]',
     '  stream_server_address = "127.0.0.1"',
     '  stream_server_port = "0"',
