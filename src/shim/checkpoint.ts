@@ -66,6 +66,26 @@ export function parseCheckpointOptions(any: { type_url?: string | null; value?: 
   return out;
 }
 
+/**
+ * The options as the manifest records them, named as in CheckpointOptions. criuFlagsOf reads them back:
+ * a restore must repeat the CRIU flags the dump was made with.
+ */
+function manifestOptions(opts: ParsedCheckpointOptions): Record<string, unknown> {
+  return {
+    exit: opts.exit, openTcp: !!opts.tcpEstablished, externalUnixSockets: !!opts.extUnixSk, terminal: !!opts.shellJob,
+    fileLocks: !!opts.fileLocks, emptyNamespaces: opts.emptyNamespaces, cgroupsMode: opts.manageCgroupsMode ?? '',
+  };
+}
+
+export function criuFlagsOf(o: Record<string, unknown>): CriuFlags {
+  const flags: CriuFlags = {
+    tcpEstablished: o.openTcp === true, extUnixSk: o.externalUnixSockets === true, shellJob: o.terminal === true,
+    fileLocks: o.fileLocks === true,
+  };
+  if (typeof o.cgroupsMode === 'string' && o.cgroupsMode) flags.manageCgroupsMode = o.cgroupsMode;
+  return flags;
+}
+
 export interface CheckpointSummary {
   manifest: SnapshotManifest;
   steps: Array<{ step: string; ms: number; pid?: number }>;
@@ -122,9 +142,9 @@ async function thawed<T>(c: Container, paused: boolean, work: () => Promise<T>):
   }
 }
 
-function stepError(code: 'KYB_ERR_CHECKPOINT_FAILED', c: Container, step: string, err: unknown, extra = ''): KybernateError {
+function stepError(c: Container, step: string, err: unknown, extra = ''): KybernateError {
   const msg = err instanceof Error ? err.message : String(err);
-  return new KybernateError(code, `checkpoint of ${c.id} failed at ${step}: ${msg}${extra}`, { cause: err });
+  return new KybernateError('KYB_ERR_CHECKPOINT_FAILED', `checkpoint of ${c.id} failed at ${step}: ${msg}${extra}`, { cause: err });
 }
 
 /**
@@ -158,7 +178,7 @@ export async function checkpointContainer(c: Container, dir: string, opts: Parse
         suspendedHere = true;
       });
     } catch (err) {
-      throw KybernateError.is(err) && err.code === 'KYB_ERR_CHECKPOINT_FAILED' ? err : stepError('KYB_ERR_CHECKPOINT_FAILED', c, 'cuda-checkpoint', err);
+      throw KybernateError.is(err) && err.code === 'KYB_ERR_CHECKPOINT_FAILED' ? err : stepError(c, 'cuda-checkpoint', err);
     }
   }
   steps.push(...gpuSteps);
@@ -186,7 +206,7 @@ export async function checkpointContainer(c: Container, dir: string, opts: Parse
     try { fs.copyFileSync(log, kept); } catch { /* criu may have failed before it logged */ }
     const detail = criuErrors(log);
     const rollback = await resumeGpu().then(() => '', (e: unknown) => `; GPU rollback failed too: ${(e as Error).message}`);
-    throw stepError('KYB_ERR_CHECKPOINT_FAILED', c, 'criu-dump', err, `${detail ? ` (criu: ${detail})` : ''}; log: ${kept}${rollback}`);
+    throw stepError(c, 'criu-dump', err, `${detail ? ` (criu: ${detail})` : ''}; log: ${kept}${rollback}`);
   }
   steps.push({ step: 'criu-dump', ms: performance.now() - tDump });
   const spec = JSON.parse(fs.readFileSync(path.join(c.bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -201,7 +221,7 @@ export async function checkpointContainer(c: Container, dir: string, opts: Parse
     try {
       await resumeGpu();
     } catch (err) {
-      throw stepError('KYB_ERR_CHECKPOINT_FAILED', c, 'cuda-restore', err, ' (the images were written; the workload\'s GPU state could not be restored)');
+      throw stepError(c, 'cuda-restore', err, ' (the images were written; the workload\'s GPU state could not be restored)');
     }
     steps.push({ step: 'cuda-resume', ms: performance.now() - tResume });
   }
@@ -216,11 +236,7 @@ export async function checkpointContainer(c: Container, dir: string, opts: Parse
     gpus: cudaPids.length > 0 ? gpusOfSpec(spec, facts.gpus) : [],
     // nsPids: the pids CRIU restores them as, to find them again after a restore.
     cuda: { pids: cudaPids, nsPids, deviceMemoryBytes },
-    options: {
-      exit: opts.exit, openTcp: !!opts.tcpEstablished, externalUnixSockets: !!opts.extUnixSk, terminal: !!opts.shellJob,
-      fileLocks: !!opts.fileLocks, emptyNamespaces: opts.emptyNamespaces, cgroupsMode: opts.manageCgroupsMode ?? '',
-      suspendedInPlace: !!c.gpuSuspension,
-    },
+    options: { ...manifestOptions(opts), suspendedInPlace: !!c.gpuSuspension },
     steps: steps.map((s) => ({ step: s.pid ? `${s.step}:${s.pid}` : s.step, ms: Math.round(s.ms * 1000) / 1000 })),
   });
   steps.push({ step: 'manifest', ms: performance.now() - tManifest });

@@ -84,8 +84,7 @@ export async function nodeFacts(runcBinary: string, withGpus: boolean | 'proc'):
   if (withGpus === 'proc') {
     facts.gpus = procGpus();
   } else if (withGpus) {
-    const { cuda } = await import('../native');
-    facts.gpus = (await cuda.listGpus()).map((g) => ({ uuid: g.uuid, name: g.name, memoryBytes: g.memoryBytes, index: g.index }));
+    facts.gpus = await cudaGpus();
   }
   return facts;
 }
@@ -133,5 +132,18 @@ export async function gpuMemoryOf(pids: number[]): Promise<number> {
  * the checksum verification and `runc restore`. A failure shows up again, with its error, at restore.
  */
 export function warmCuda(): void {
-  void import('../native').then(({ cuda }) => cuda.listGpus()).catch(() => undefined);
+  void cudaGpus().catch(() => undefined);
+}
+
+let gpuList: Promise<GpuFact[]> | undefined;
+
+/** The CUDA driver's GPUs, asked once per shim process (a failed answer is not kept). */
+function cudaGpus(): Promise<GpuFact[]> {
+  if (!gpuList) {
+    gpuList = import('../native')
+      .then(({ cuda }) => cuda.listGpus())
+      .then((gpus) => gpus.map((g) => ({ uuid: g.uuid, name: g.name, memoryBytes: g.memoryBytes, index: g.index })));
+    gpuList.catch(() => { gpuList = undefined; });
+  }
+  return gpuList;
 }

@@ -8,6 +8,7 @@ import { KybernateError } from '../errors';
 import { resumeGpuProcesses } from '../checkpoint/gpu';
 import { checkManifest, readManifest, verifyChecksums, type Expectations, type SnapshotManifest } from '../checkpoint/manifest';
 import type { CriuFlags, Runc } from './runc';
+import { criuFlagsOf } from './checkpoint';
 import { nodeFacts, nsPidOf, warmCuda } from './node-facts';
 
 export interface RestorePlan {
@@ -38,12 +39,7 @@ export async function planRestore(dir: string, bundle: string, runc: Runc, workP
   // `runc restore` loads the images, and the restore gate holds the processes until it has finished.
   const checksums = verifyChecksums(dir, manifest);
   checksums.catch(() => undefined);
-  const o = manifest.options as Record<string, unknown>;
-  const flags: CriuFlags = {
-    tcpEstablished: o.openTcp === true, extUnixSk: o.externalUnixSockets === true, shellJob: o.terminal === true,
-    fileLocks: o.fileLocks === true,
-  };
-  if (typeof o.cgroupsMode === 'string' && o.cgroupsMode) flags.manageCgroupsMode = o.cgroupsMode;
+  const flags = criuFlagsOf(manifest.options);
   const work = workPath ?? path.join(bundle, 'criu-work');
   return { imagePath: dir, workPath: work, manifest, flags, checksums };
 }
