@@ -15,76 +15,12 @@ import { performance } from 'node:perf_hooks';
 import { KybernateError } from '../errors';
 import { findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type GpuStep } from '../checkpoint/gpu';
 import { MANIFEST_FILE, specDigest, writeManifest, type SnapshotManifest } from '../checkpoint/manifest';
-import { containerd } from '../gen/proto';
 import type { Container } from './container';
-import { typeName } from './options';
-import type { CriuFlags } from './runc';
+import { manifestOptions, type ParsedCheckpointOptions } from './checkpoint-options';
+import { keepCriStatsDump } from './cri-files';
 import { gpuMemoryOf, gpusOfSpec, nodeFacts, nsPidOf, warmCuda } from './node-facts';
 
-/** CheckpointOptions as the shim applies them; nil options from containerd mean "leave running". */
-export interface ParsedCheckpointOptions extends CriuFlags {
-  exit: boolean;
-  emptyNamespaces: string[];
-  workPath?: string;
-  parentPath?: string;
-}
-
-const CHECKPOINT_OPTIONS = 'containerd.runc.v1.CheckpointOptions';
 const CUDA_LOCK_TIMEOUT_MS = 10_000;
-const NAMESPACE_NAMES = new Set(['network', 'pid', 'ipc', 'uts', 'mount', 'user', 'cgroup', 'time']);
-
-export function parseCheckpointOptions(any: { type_url?: string | null; value?: Uint8Array | null } | null | undefined): ParsedCheckpointOptions {
-  const out: ParsedCheckpointOptions = { exit: false, emptyNamespaces: [] };
-  if (!any?.type_url) return out;
-  if (typeName(any.type_url) !== CHECKPOINT_OPTIONS) {
-    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid checkpoint options type ${any.type_url} (want ${CHECKPOINT_OPTIONS})`);
-  }
-  let o: containerd.runc.v1.CheckpointOptions;
-  try {
-    o = containerd.runc.v1.CheckpointOptions.decode(any.value ?? new Uint8Array());
-  } catch (err) {
-    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid checkpoint options: ${(err as Error).message}`, { cause: err });
-  }
-  for (const ns of o.emptyNamespaces) {
-    if (!NAMESPACE_NAMES.has(ns)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid empty namespace ${JSON.stringify(ns)}`);
-  }
-  if (o.cgroupsMode && !['soft', 'full', 'strict', 'ignore'].includes(o.cgroupsMode)) {
-    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid cgroups mode ${JSON.stringify(o.cgroupsMode)}`);
-  }
-  for (const [name, p] of [['work path', o.workPath], ['parent path', o.parentPath]] as const) {
-    if (p && !path.isAbsolute(p)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `checkpoint ${name} must be absolute: ${JSON.stringify(p)}`);
-  }
-  out.exit = o.exit;
-  out.tcpEstablished = o.openTcp;
-  out.extUnixSk = o.externalUnixSockets;
-  out.shellJob = o.terminal;
-  out.fileLocks = o.fileLocks;
-  out.emptyNamespaces = [...o.emptyNamespaces];
-  if (o.cgroupsMode) out.manageCgroupsMode = o.cgroupsMode;
-  if (o.workPath) out.workPath = o.workPath;
-  if (o.parentPath) out.parentPath = o.parentPath;
-  return out;
-}
-
-/**
- * The options as the manifest records them, named as in CheckpointOptions. criuFlagsOf reads them back:
- * a restore must repeat the CRIU flags the dump was made with.
- */
-function manifestOptions(opts: ParsedCheckpointOptions): Record<string, unknown> {
-  return {
-    exit: opts.exit, openTcp: !!opts.tcpEstablished, externalUnixSockets: !!opts.extUnixSk, terminal: !!opts.shellJob,
-    fileLocks: !!opts.fileLocks, emptyNamespaces: opts.emptyNamespaces, cgroupsMode: opts.manageCgroupsMode ?? '',
-  };
-}
-
-export function criuFlagsOf(o: Record<string, unknown>): CriuFlags {
-  const flags: CriuFlags = {
-    tcpEstablished: o.openTcp === true, extUnixSk: o.externalUnixSockets === true, shellJob: o.terminal === true,
-    fileLocks: o.fileLocks === true,
-  };
-  if (typeof o.cgroupsMode === 'string' && o.cgroupsMode) flags.manageCgroupsMode = o.cgroupsMode;
-  return flags;
-}
 
 export interface CheckpointSummary {
   manifest: SnapshotManifest;
@@ -100,24 +36,6 @@ function criuErrors(logFile: string): string {
     return '';
   }
   return text.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-5).map((l) => l.trim()).join('; ');
-}
-
-/**
- * containerd 2.1-2.3's CRI CheckpointContainer copies CRIU's stats-dump from its own container directory
- * and fails without it; it points runc's work path there, but sends no options to other runtimes. That
- * directory is <cri root>/containers/<id>, and CRI's own mounts (hostname, hosts, resolv.conf under
- * <cri root>/sandboxes/<sandbox>) say where <cri root> is.
- */
-function keepCriStatsDump(spec: Record<string, unknown>, id: string, workPath: string): void {
-  const mounts = (spec.mounts ?? []) as Array<{ source?: string }>;
-  const root = mounts.map((m) => /^(\/.*\/io\.containerd\.grpc\.v1\.cri)\/sandboxes\//.exec(m.source ?? '')?.[1]).find((r) => r !== undefined);
-  if (!root) return;
-  const dir = path.join(root, 'containers', id);
-  try {
-    if (fs.statSync(dir).isDirectory()) fs.copyFileSync(path.join(workPath, 'stats-dump'), path.join(dir, 'stats-dump'));
-  } catch {
-    // not a CRI container after all, or CRIU wrote no stats
-  }
 }
 
 /** Whether any of pids has the CUDA driver mapped: decides if a paused container must be thawed at all. */

@@ -8,7 +8,7 @@ import { KybernateError } from '../errors';
 import { resumeGpuProcesses } from '../checkpoint/gpu';
 import { checkManifest, readManifest, verifyChecksums, type Expectations, type SnapshotManifest } from '../checkpoint/manifest';
 import type { CriuFlags, Runc } from './runc';
-import { criuFlagsOf } from './checkpoint';
+import { criuFlagsOf } from './checkpoint-options';
 import { nodeFacts, nsPidOf, warmCuda } from './node-facts';
 
 export interface RestorePlan {

@@ -1,7 +1,7 @@
 // CheckpointOptions as containerd sends them (an Any, or nothing) and what the shim makes of them.
 import { describe, expect, it } from 'vitest';
 import { containerd } from '../../src/gen/proto';
-import { parseCheckpointOptions } from '../../src/shim/checkpoint';
+import { parseCheckpointOptions } from '../../src/shim/checkpoint-options';
 
 function any(o: containerd.runc.v1.ICheckpointOptions, typeUrl = 'containerd.runc.v1.CheckpointOptions') {
   return { type_url: typeUrl, value: containerd.runc.v1.CheckpointOptions.encode(o).finish() };

@@ -1,0 +1,72 @@
+// CheckpointOptions as containerd sends them (Task.Checkpoint's options), parsed and validated, and the
+// CRIU flags a restore reads back from the options a snapshot's manifest recorded.
+import * as path from 'node:path';
+import { KybernateError } from '../errors';
+import { containerd } from '../gen/proto';
+import { typeName } from './options';
+import type { CriuFlags } from './runc';
+
+/** CheckpointOptions as the shim applies them; nil options from containerd mean "leave running". */
+export interface ParsedCheckpointOptions extends CriuFlags {
+  exit: boolean;
+  emptyNamespaces: string[];
+  workPath?: string;
+  parentPath?: string;
+}
+
+const CHECKPOINT_OPTIONS = 'containerd.runc.v1.CheckpointOptions';
+const NAMESPACE_NAMES = new Set(['network', 'pid', 'ipc', 'uts', 'mount', 'user', 'cgroup', 'time']);
+
+export function parseCheckpointOptions(any: { type_url?: string | null; value?: Uint8Array | null } | null | undefined): ParsedCheckpointOptions {
+  const out: ParsedCheckpointOptions = { exit: false, emptyNamespaces: [] };
+  if (!any?.type_url) return out;
+  if (typeName(any.type_url) !== CHECKPOINT_OPTIONS) {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid checkpoint options type ${any.type_url} (want ${CHECKPOINT_OPTIONS})`);
+  }
+  let o: containerd.runc.v1.CheckpointOptions;
+  try {
+    o = containerd.runc.v1.CheckpointOptions.decode(any.value ?? new Uint8Array());
+  } catch (err) {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid checkpoint options: ${(err as Error).message}`, { cause: err });
+  }
+  for (const ns of o.emptyNamespaces) {
+    if (!NAMESPACE_NAMES.has(ns)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid empty namespace ${JSON.stringify(ns)}`);
+  }
+  if (o.cgroupsMode && !['soft', 'full', 'strict', 'ignore'].includes(o.cgroupsMode)) {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid cgroups mode ${JSON.stringify(o.cgroupsMode)}`);
+  }
+  for (const [name, p] of [['work path', o.workPath], ['parent path', o.parentPath]] as const) {
+    if (p && !path.isAbsolute(p)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `checkpoint ${name} must be absolute: ${JSON.stringify(p)}`);
+  }
+  out.exit = o.exit;
+  out.tcpEstablished = o.openTcp;
+  out.extUnixSk = o.externalUnixSockets;
+  out.shellJob = o.terminal;
+  out.fileLocks = o.fileLocks;
+  out.emptyNamespaces = [...o.emptyNamespaces];
+  if (o.cgroupsMode) out.manageCgroupsMode = o.cgroupsMode;
+  if (o.workPath) out.workPath = o.workPath;
+  if (o.parentPath) out.parentPath = o.parentPath;
+  return out;
+}
+
+/**
+ * The options as the manifest records them, named as in CheckpointOptions. criuFlagsOf reads them back:
+ * a restore must repeat the CRIU flags the dump was made with.
+ */
+export function manifestOptions(opts: ParsedCheckpointOptions): Record<string, unknown> {
+  return {
+    exit: opts.exit, openTcp: !!opts.tcpEstablished, externalUnixSockets: !!opts.extUnixSk, terminal: !!opts.shellJob,
+    fileLocks: !!opts.fileLocks, emptyNamespaces: opts.emptyNamespaces, cgroupsMode: opts.manageCgroupsMode ?? '',
+  };
+}
+
+export function criuFlagsOf(o: Record<string, unknown>): CriuFlags {
+  const flags: CriuFlags = {
+    tcpEstablished: o.openTcp === true, extUnixSk: o.externalUnixSockets === true, shellJob: o.terminal === true,
+    fileLocks: o.fileLocks === true,
+  };
+  if (typeof o.cgroupsMode === 'string' && o.cgroupsMode) flags.manageCgroupsMode = o.cgroupsMode;
+  return flags;
+}
+
