@@ -3,9 +3,11 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import Long from 'long';
+import type protobuf from 'protobufjs/minimal';
 import { Status, StatusError } from '../errors';
 import { ttrpc } from '../gen/proto';
 import { Connection } from './connection';
+import { strictReader } from './request-codec';
 import { MAX_MESSAGE_SIZE, MessageType, metadataToPairs, oversizeMessage, type Frame, type FrameHeader } from './protocol';
 
 export interface ClientOptions {
@@ -22,7 +24,7 @@ export interface CallOptions {
 
 /** A protobufjs generated class as seen by the client: encodes requests, decodes responses. */
 export interface Encoder<T> { encode(message: T): { finish(): Uint8Array } }
-export interface Decoder<T> { decode(bytes: Uint8Array): T }
+export interface Decoder<T> { decode(bytes: Uint8Array | protobuf.Reader): T }
 
 interface Pending {
   resolve(payload: Buffer): void;
@@ -120,7 +122,7 @@ export class TtrpcClient extends EventEmitter<{ close: [err: Error | undefined] 
     message: Req, opts?: CallOptions): Promise<Res> {
     const payload = await this.call(service, method, requestType.encode(message).finish(), opts);
     try {
-      return responseType.decode(payload);
+      return responseType.decode(strictReader(payload));
     } catch (err) {
       throw new StatusError(Status.INTERNAL, `ttrpc: cannot decode ${service}/${method} response: ${(err as Error).message}`);
     }
@@ -146,7 +148,7 @@ export class TtrpcClient extends EventEmitter<{ close: [err: Error | undefined] 
     if (!entry) return; // a call that already timed out or was cancelled
     let res: ttrpc.Response;
     try {
-      res = ttrpc.Response.decode(frame.payload);
+      res = ttrpc.Response.decode(strictReader(frame.payload));
     } catch (err) {
       entry.reject(new StatusError(Status.INTERNAL, `ttrpc: bad response: ${(err as Error).message}`));
       return;

@@ -1,10 +1,10 @@
 // The server side of one connection: validates stream ids, runs each Request concurrently and answers
 // each on its own stream as its handler settles.
 import type { Socket } from 'node:net';
-import type Long from 'long';
 import { KybernateError, Status, toStatus } from '../errors';
 import { google, ttrpc } from '../gen/proto';
 import { Connection } from './connection';
+import { WireError, decodeRequest, type WireRequest } from './request-codec';
 import { MessageType, metadataFromPairs, oversizeMessage, type Frame, type FrameHeader, type Metadata } from './protocol';
 
 /** What a handler learns about its call. `signal` aborts on timeout_nano expiry or when the connection closes. */
@@ -87,15 +87,10 @@ export class ServerConnection {
     this.sendStatus(h.streamId, Status.RESOURCE_EXHAUSTED, oversizeMessage(h.length, this.conn.maxMessageSize));
   }
 
+  // The order of checks is containerd/ttrpc's (server.go): the stream id is checked and used up before the
+  // payload is unmarshalled, so a rejected Request's id cannot be used again either.
   private onRequest(frame: Frame): void {
     const id = frame.streamId;
-    let req: ttrpc.Request;
-    try {
-      req = ttrpc.Request.decode(frame.payload);
-    } catch (err) {
-      this.sendStatus(id, Status.INVALID_ARGUMENT, `unmarshal request error: ${(err as Error).message}`);
-      return;
-    }
     if (id % 2 !== 1) {
       this.sendStatus(id, Status.INVALID_ARGUMENT, 'StreamID must be odd for client initiated streams');
       return;
@@ -105,6 +100,14 @@ export class ServerConnection {
       return;
     }
     this.lastStreamId = id;
+    let req: WireRequest;
+    try {
+      req = decodeRequest(frame.payload);
+    } catch (err) {
+      if (!(err instanceof WireError)) throw err;
+      this.sendStatus(id, Status.INVALID_ARGUMENT, `unmarshal request error: ${err.message}`);
+      return;
+    }
     if (this.draining) {
       this.sendStatus(id, Status.UNAVAILABLE, 'ttrpc: server closed');
       return;
@@ -112,7 +115,7 @@ export class ServerConnection {
     void this.dispatch(id, req);
   }
 
-  private async dispatch(id: number, req: ttrpc.Request): Promise<void> {
+  private async dispatch(id: number, req: WireRequest): Promise<void> {
     const abort = new AbortController();
     this.inflight.set(id, abort);
     const timer = armTimeout(abort, req.timeoutNano);
@@ -126,7 +129,7 @@ export class ServerConnection {
     let response: ttrpc.IResponse;
     try {
       const handler = this.lookup(req.service, req.method);
-      const payload = await handler(Buffer.from(req.payload.buffer, req.payload.byteOffset, req.payload.length), ctx);
+      const payload = await handler(req.payload, ctx);
       response = payload.length > 0 ? { payload } : {};
     } catch (err) {
       const { code, message } = toStatus(err);
@@ -140,7 +143,7 @@ export class ServerConnection {
     this.endIfIdle();
   }
 
-  private sendResponse(id: number, response: ttrpc.IResponse, req: ttrpc.Request): void {
+  private sendResponse(id: number, response: ttrpc.IResponse, req: WireRequest): void {
     const bytes = ttrpc.Response.encode(response).finish();
     if (bytes.length > this.conn.maxMessageSize) {
       this.logger?.warn({ service: req.service, method: req.method, length: bytes.length }, 'ttrpc response too large');
@@ -170,8 +173,7 @@ function statusOf(code: number, message: string): google.rpc.IStatus {
   return { code, message };
 }
 
-function armTimeout(abort: AbortController, timeoutNano: Long | number | null | undefined): NodeJS.Timeout | undefined {
-  const ns = typeof timeoutNano === 'number' ? timeoutNano : timeoutNano?.toNumber() ?? 0;
+function armTimeout(abort: AbortController, ns: number): NodeJS.Timeout | undefined {
   if (ns === 0) return undefined;
   const ms = Math.max(0, Math.ceil(ns / 1e6));
   if (ms > MAX_TIMER_MS) return undefined;

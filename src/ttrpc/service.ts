@@ -1,6 +1,7 @@
 // Typed layer: method tables over protobufjs generated classes, turned into raw handlers.
 import { errInvalid } from '../errors';
 import type { Decoder, Encoder } from './client';
+import { strictReader } from './request-codec';
 import type { CallContext, RawHandler } from './server-connection';
 import type { TtrpcServer } from './server';
 
@@ -27,7 +28,7 @@ export function rawHandlers(table: ServiceTable): Record<string, RawHandler> {
     out[name] = async (payload, ctx) => {
       let req: unknown;
       try {
-        req = def.requestType.decode(payload);
+        req = def.requestType.decode(strictReader(payload));
       } catch (err) {
         throw errInvalid(`unmarshal ${ctx.service}/${name} request: ${(err as Error).message}`);
       }
