@@ -1,32 +1,22 @@
 // Command dispatch. Each command module is imported only when it runs, so `kybernate doctor` does not
 // parse the checkpoint code and vice versa.
 import { RUNTIME_NAME, VERSION } from '../shim/version';
+import { USAGE, commandUsage, helpKey } from './usage';
 
-export const USAGE = `usage: kybernate <command> [options]
-
-commands:
-  doctor [--json]                                   check that this node can checkpoint and restore
-  process checkpoint --pid P --images DIR [--leave-running] [--tcp-established] [--shell-job]
-                     [--ext-unix-sk] [--file-locks] [--timeout SECONDS] [--json]
-  process restore --images DIR [--tcp-established] [--shell-job] [--ext-unix-sk] [--file-locks]
-                  [--timeout SECONDS] [--json]
-  suspend <container> [-n NS] [--state-dir DIR] [--lock-timeout SECONDS] [--timeout SECONDS] [--json]
-                                                    GPU suspend in place: checkpoint the container's CUDA
-                                                    state into host memory, then freeze it
-  resume <container> [-n NS] [--state-dir DIR] [--timeout SECONDS] [--json]
-                                                    thaw a suspended container, then restore its GPU state
-  gpu-status <container> [-n NS] [--state-dir DIR] [--json]
-                                                    whether a container is suspended, since when, which pids
-                                                    (NS: containerd namespace, default "default"; DIR:
-                                                    containerd's state directory, default /run/containerd)
-  version                                           print the version
-`;
+export { USAGE };
 
 /** A wrong command line: printed with the usage, exit code 2. */
 export class UsageError extends Error {}
 
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  const key = cmd === undefined ? undefined : helpKey(cmd, rest);
+  // --help anywhere before a `--` asks for the command's usage, whatever else is on the line.
+  const optionArgs = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (key !== undefined && (optionArgs.includes('--help') || optionArgs.includes('-h'))) {
+    process.stdout.write(commandUsage(key));
+    return 0;
+  }
   try {
     switch (cmd) {
       case 'doctor':
@@ -55,7 +45,7 @@ export async function run(argv: string[]): Promise<number> {
     }
   } catch (err) {
     if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`kybernate: ${(err as Error).message}\n\n${USAGE}`);
+      process.stderr.write(`kybernate: ${(err as Error).message}\n\n${key === undefined ? USAGE : commandUsage(key)}`);
       return 2;
     }
     process.stderr.write(`kybernate: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -1,4 +1,4 @@
-// `kybernate doctor [--json]`: what this node lacks for checkpoint/restore, with the fix for each.
+// `kybernate doctor [--address SOCKET] [--json]`: what this node lacks for checkpoint/restore, with the fix for each.
 import { parseArgs } from 'node:util';
 import { allChecks, type CheckResult } from '../doctor/checks';
 
@@ -19,8 +19,8 @@ export function verdict(checks: readonly CheckResult[]): { ok: boolean; missing:
 }
 
 export async function doctorCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { json: { type: 'boolean' } }, strict: true });
-  const checks = await allChecks();
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, address: { type: 'string' } }, strict: true });
+  const checks = await allChecks(values.address);
   const v = verdict(checks);
   if (values.json) {
     process.stdout.write(`${JSON.stringify({ ok: v.ok, missing: v.missing, checks }, null, 2)}\n`);

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { RUNTIME_NAME } from '../../shim/version';
+import { DEFAULT_ADDRESS, shimBinaryCheck } from './shim-binary';
 
 export type Status = 'OK' | 'WARN' | 'FAIL';
 
@@ -241,7 +242,7 @@ function cgroupCheck(): CheckResult {
   };
 }
 
-export async function runtimeChecks(): Promise<CheckResult[]> {
+export async function runtimeChecks(address = DEFAULT_ADDRESS): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   const containerd = which('containerd');
   if (containerd === undefined) {
@@ -258,6 +259,7 @@ export async function runtimeChecks(): Promise<CheckResult[]> {
       data: { version },
     });
     out.push(await registered(containerd));
+    out.push(shimBinaryCheck(address, containerd));
   }
   const runc = which('runc');
   if (runc === undefined) {
@@ -348,7 +350,8 @@ export async function cudaChecks(): Promise<CheckResult[]> {
   return out;
 }
 
-export async function allChecks(): Promise<CheckResult[]> {
-  const [c, r, g] = await Promise.all([criuChecks(), runtimeChecks(), cudaChecks()]);
+/** `address`: the containerd socket whose daemon's shim lookup is checked. */
+export async function allChecks(address = DEFAULT_ADDRESS): Promise<CheckResult[]> {
+  const [c, r, g] = await Promise.all([criuChecks(), runtimeChecks(address), cudaChecks()]);
   return [...c, ...kernelChecks(), ...r, ...g];
 }

@@ -1,0 +1,127 @@
+// Usage texts: one entry per command, from which both the top-level usage and each command's --help are
+// written, so that the two cannot disagree.
+
+interface CommandHelp {
+  /** The command line after `kybernate `, wrapped by hand where long. */
+  synopsis: string[];
+  /** One sentence: what the command does. */
+  description: string;
+  /** Each option and what it does. */
+  options?: Array<[string, string]>;
+  /** Anything else a user needs (defaults, files, exit codes). */
+  notes?: string[];
+}
+
+const CRIU_OPTIONS: Array<[string, string]> = [
+  ['--tcp-established', 'checkpoint/restore established TCP connections (CRIU --tcp-established)'],
+  ['--shell-job', 'the tree was started from a shell and shares its session or terminal (CRIU --shell-job)'],
+  ['--ext-unix-sk', 'allow unix sockets connected to processes outside the tree (CRIU --ext-unix-sk)'],
+  ['--file-locks', 'checkpoint/restore file locks held by the tree (CRIU --file-locks)'],
+  ['--timeout SECONDS', 'kill CRIU after this long (default 600); a checkpoint then leaves the process running'],
+  ['--json', 'print the result (or the error, its step and CRIU\'s log lines) as JSON'],
+];
+
+const CONTAINER_OPTIONS: Array<[string, string]> = [
+  ['-n, --namespace NS', 'containerd namespace of the container (default "default"; Kubernetes: k8s.io)'],
+  ['--state-dir DIR', 'containerd\'s state directory, where the shim\'s socket is found (default /run/containerd)'],
+];
+
+export const COMMANDS: Record<string, CommandHelp> = {
+  doctor: {
+    synopsis: ['doctor [--address SOCKET] [--json]'],
+    description: 'check that this node can checkpoint and restore: CRIU, the kernel, containerd, runc, the shim, GPUs',
+    options: [
+      ['--address SOCKET', 'the containerd whose shim lookup is checked (default /run/containerd/containerd.sock)'],
+      ['--json', 'print every check as JSON'],
+    ],
+    notes: ['Each check that is not OK comes with its fix. Exit code 1 when a required check failed.'],
+  },
+  'process checkpoint': {
+    synopsis: [
+      'process checkpoint --pid P --images DIR [--leave-running] [--tcp-established] [--shell-job]',
+      '                   [--ext-unix-sk] [--file-locks] [--timeout SECONDS] [--json]',
+    ],
+    description: 'checkpoint a running process tree, with its GPU state, into image files (it stops, unless --leave-running)',
+    options: [
+      ['--pid P', 'the root of the process tree (required; CRIU dumps P and all its descendants)'],
+      ['--images DIR', 'where the image files and manifest.json are written (required)'],
+      ['--leave-running', 'let the tree run on after the checkpoint instead of stopping it'],
+      ...CRIU_OPTIONS,
+    ],
+    notes: ['A restore must be given the same CRIU options as the checkpoint.'],
+  },
+  'process restore': {
+    synopsis: [
+      'process restore --images DIR [--tcp-established] [--shell-job] [--ext-unix-sk] [--file-locks]',
+      '                [--timeout SECONDS] [--json]',
+    ],
+    description: 'restore a process tree, with its GPU state, from the images of `process checkpoint`',
+    options: [
+      ['--images DIR', 'the directory `process checkpoint` wrote (required; refused unless manifest.json matches it)'],
+      ...CRIU_OPTIONS,
+    ],
+    notes: ['The tree gets its old pids back: they must be free, and the files it had open must still exist.'],
+  },
+  suspend: {
+    synopsis: ['suspend <container> [-n NS] [--state-dir DIR] [--lock-timeout SECONDS] [--timeout SECONDS] [--json]'],
+    description: 'GPU suspend in place: checkpoint the container\'s CUDA state into host memory, then freeze it',
+    options: [
+      ...CONTAINER_OPTIONS,
+      ['--lock-timeout SECONDS', 'how long to wait for running CUDA work to finish before the checkpoint'],
+      ['--timeout SECONDS', 'give up after this long (default 1200)'],
+      ['--json', 'print the result as JSON'],
+    ],
+  },
+  resume: {
+    synopsis: ['resume <container> [-n NS] [--state-dir DIR] [--timeout SECONDS] [--json]'],
+    description: 'thaw a suspended container, then restore its GPU state',
+    options: [...CONTAINER_OPTIONS, ['--timeout SECONDS', 'give up after this long (default 1200)'], ['--json', 'print the result as JSON']],
+  },
+  'gpu-status': {
+    synopsis: ['gpu-status <container> [-n NS] [--state-dir DIR] [--json]'],
+    description: 'whether a container is suspended, since when, and which of its processes hold GPU state',
+    options: [...CONTAINER_OPTIONS, ['--json', 'print the status as JSON']],
+  },
+  version: {
+    synopsis: ['version'],
+    description: 'print the version',
+  },
+};
+
+/** The help key of a command line: "process checkpoint" for `process checkpoint ...`, else the command. */
+export function helpKey(cmd: string, rest: readonly string[]): string | undefined {
+  if (cmd === 'process') {
+    const sub = `process ${rest[0] ?? ''}`;
+    return sub in COMMANDS ? sub : 'process';
+  }
+  return cmd in COMMANDS ? cmd : undefined;
+}
+
+/** `kybernate <key> --help`; key "process" covers both of its subcommands. */
+export function commandUsage(key: string): string {
+  if (key === 'process') {
+    return `usage: kybernate process checkpoint|restore [options]\n\n${entry('process checkpoint')}\n${entry('process restore')}` +
+      '\n(kybernate process checkpoint --help, kybernate process restore --help: their options)\n';
+  }
+  const h = COMMANDS[key];
+  if (h === undefined) return USAGE;
+  const lines = [`usage: kybernate ${h.synopsis[0]}`, ...h.synopsis.slice(1).map((l) => `                 ${l}`), '', `${h.description}.`];
+  if (h.options?.length) {
+    const w = Math.max(...h.options.map(([o]) => o.length));
+    lines.push('', 'options:', ...h.options.map(([o, text]) => `  ${o.padEnd(w)}  ${text}`));
+  }
+  if (h.notes?.length) lines.push('', ...h.notes);
+  return `${lines.join('\n')}\n`;
+}
+
+function entry(key: string): string {
+  const h = COMMANDS[key]!;
+  return `${h.synopsis.map((l) => `  ${l}`).join('\n')}\n      ${h.description}\n`;
+}
+
+export const USAGE = `usage: kybernate <command> [options]
+
+commands:
+${Object.keys(COMMANDS).map(entry).join('')}
+kybernate <command> --help prints a command's options.
+`;
