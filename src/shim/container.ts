@@ -73,7 +73,7 @@ export class Container {
   static async create(cfg: CreateConfig): Promise<Container> {
     validateId('container id', cfg.id);
     const spec = readSpec(cfg.bundle);
-    const runc = new Runc({ binary: cfg.options.runcBinary, root: cfg.options.runcRoot, logPath: path.join(cfg.bundle, 'log.json'), systemdCgroup: cfg.options.systemdCgroup });
+    const runc = new Runc({ binary: cfg.options.runcBinary, root: cfg.options.runcRoot, bundle: cfg.bundle, logPath: path.join(cfg.bundle, 'log.json'), systemdCgroup: cfg.options.systemdCgroup });
     writeBundleState(cfg.bundle, { runcRoot: cfg.options.runcRoot, runcBinary: cfg.options.runcBinary, systemdCgroup: cfg.options.systemdCgroup });
     // A checkpoint is verified before anything is mounted or started.
     const restore = cfg.checkpoint ? await planRestore(cfg.checkpoint, cfg.bundle, runc, cfg.options.criuWorkPath) : undefined;

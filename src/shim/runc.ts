@@ -1,6 +1,10 @@
 // runc, the OCI runtime, driven through its command line. Every invocation goes through the native reaper
 // (the shim is the subreaper and reaps all exits in one place), with NOTIFY_SOCKET stripped (runc treats it
 // specially) and SIGKILL as parent-death signal so that no runc outlives a dead shim.
+//
+// Every invocation runs in the container's bundle directory: containerd's runc shim runs runc (go-runc sets
+// no Dir) in its own working directory, which is the bundle containerd started it in, and runc wrappers
+// given as BinaryName (failpoint and logging wrappers) read ./config.json from there.
 import * as fs from 'node:fs';
 import { KybernateError } from '../errors';
 import { reaper } from '../native/reaper';
@@ -68,6 +72,8 @@ function criuFlagArgs(f: CriuFlags): string[] {
 export interface RuncConfig {
   binary: string;
   root: string;
+  /** The container's bundle: every runc runs with it as working directory. */
+  bundle: string;
   /** runc's JSON log (errors are read back from it). */
   logPath: string;
   systemdCgroup: boolean;
@@ -90,11 +96,31 @@ export interface ExecOpts {
 
 export interface ProcessState { id: string; pid: number; status: string; bundle: string }
 
-/** Last error message runc wrote to its JSON log (runc prints little else that is useful). */
-function lastLogError(logPath: string): string | undefined {
+function logSize(logPath: string): number {
+  try {
+    return fs.statSync(logPath).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Last error message runc wrote to its JSON log since byte `from` (the log's size before this invocation):
+ * the log is the container's, and an earlier invocation's error must not pass for this one's.
+ */
+function lastLogError(logPath: string, from: number): string | undefined {
   let text: string;
   try {
-    text = fs.readFileSync(logPath, 'utf8');
+    const fd = fs.openSync(logPath, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size <= from) return undefined;
+      const buf = Buffer.alloc(Math.min(size - from, 1 << 20));
+      const n = fs.readSync(fd, buf, 0, buf.length, size - buf.length);
+      text = buf.subarray(0, n).toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch {
     return undefined;
   }
@@ -111,6 +137,10 @@ function lastLogError(logPath: string): string | undefined {
   return undefined;
 }
 
+function exitText(status: number, signal: number): string {
+  return signal ? `was killed by signal ${signal}` : `exited with status ${status}`;
+}
+
 export class Runc {
   constructor(readonly config: RuncConfig) {}
 
@@ -119,14 +149,32 @@ export class Runc {
     return ['--root', c.root, '--log', c.logPath, '--log-format', 'json', ...(c.systemdCgroup ? ['--systemd-cgroup'] : []), ...sub];
   }
 
-  private runtimeError(op: string, detail: string | undefined, status: number): KybernateError {
-    const msg = lastLogError(this.config.logPath) ?? (detail?.trim() || `exit status ${status}`);
+  /**
+   * The error of a failed invocation: runc's own message from its log when it wrote one; else what the
+   * binary wrote to stderr (`stderr` undefined: its stderr was the container's, not captured), with the
+   * binary and its exit named, since a wrapper (BinaryName) may fail before runc ever runs.
+   */
+  private runtimeError(op: string, logFrom: number, exit: { status: number; signal: number }, stderr: string | undefined): KybernateError {
+    const c = this.config;
+    let msg = lastLogError(c.logPath, logFrom);
+    if (msg === undefined) {
+      const how = `${JSON.stringify(c.binary)} ${exitText(exit.status, exit.signal)}`;
+      const text = stderr?.trim();
+      if (text) msg = `${text} (${how})`;
+      else if (stderr !== undefined) msg = `${how} without an error in its log ${c.logPath} or on stderr`;
+      else msg = `${how} without an error in its log ${c.logPath}; its stderr went to the container's stderr`;
+    }
     return new KybernateError('KYB_ERR_RUNTIME', `runc ${op} failed: ${msg}`);
   }
 
-  private missing(err: unknown): never {
-    const e = err as NodeJS.ErrnoException;
-    if (e?.code === 'ENOENT') {
+  /** The working directory of every runc: the bundle; '/' once the bundle is gone (a late delete). */
+  private cwd(): string {
+    return fs.existsSync(this.config.bundle) ? this.config.bundle : '/';
+  }
+
+  private missing(err: unknown, cwd: string): never {
+    const e = err as NodeJS.ErrnoException & { path?: string };
+    if (e?.code === 'ENOENT' && e.path !== cwd) {
       throw new KybernateError('KYB_ERR_FAILED_PRECONDITION', `OCI runtime ${JSON.stringify(this.config.binary)} not found on PATH`, { cause: err });
     }
     throw err;
@@ -135,25 +183,29 @@ export class Runc {
   /** Runs a runc command whose output we capture. */
   private async call(op: string, sub: string[], input?: string, timeoutMs = COMMAND_TIMEOUT_MS): Promise<RunResult> {
     let res: RunResult;
+    const cwd = this.cwd();
+    const logFrom = logSize(this.config.logPath);
     try {
-      res = await run(this.config.binary, this.args(sub), { env: runcEnv(), input, deathSignal: SIGKILL, timeoutMs });
+      res = await run(this.config.binary, this.args(sub), { env: runcEnv(), cwd, input, deathSignal: SIGKILL, timeoutMs });
     } catch (err) {
-      this.missing(err);
+      this.missing(err, cwd);
     }
-    if (res.status !== 0) throw this.runtimeError(op, res.stderr.toString(), res.status);
+    if (res.status !== 0) throw this.runtimeError(op, logFrom, res, res.stderr.toString());
     return res;
   }
 
   /** Runs a runc command whose stdio belongs to the container (create, exec, restore). */
   private async spawnWithStdio(op: string, sub: string[], stdio: [number, number, number]): Promise<void> {
     let exited: Promise<{ status: number; signal: number }>;
+    const cwd = this.cwd();
+    const logFrom = logSize(this.config.logPath);
     try {
-      ({ exited } = reaper.spawn({ file: this.config.binary, args: this.args(sub), env: envList(), stdio, deathSignal: SIGKILL }));
+      ({ exited } = reaper.spawn({ file: this.config.binary, args: this.args(sub), env: envList(), cwd, stdio, deathSignal: SIGKILL }));
     } catch (err) {
-      this.missing(err);
+      this.missing(err, cwd);
     }
-    const { status } = await exited;
-    if (status !== 0) throw this.runtimeError(op, undefined, status);
+    const exit = await exited;
+    if (exit.status !== 0) throw this.runtimeError(op, logFrom, exit, undefined);
   }
 
   async create(id: string, bundle: string, o: CreateOpts): Promise<void> {

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { DEFAULT_SOCKET_DIR, SOCKET_PATH_LIMIT, groupOf, socketAddress, socketPath } from '../address';
 import type { ShimFlags } from '../flags';
 import { READY_EXISTING, READY_LISTENING, canConnect } from '../daemon-socket';
+import { joinCgroup, shimCgroupOf } from './shim-cgroup';
 
 const DAEMON_READY_TIMEOUT_MS = 10_000;
 
@@ -52,13 +53,35 @@ export async function parseBootstrap(stdin: Uint8Array, flags: ShimFlags): Promi
   return undefined;
 }
 
+type AnyOptions = NonNullable<Bootstrap['options']>;
+
+/**
+ * The runtime options `start` got: 2.3+ carries them in BootstrapParams; 1.6–2.2 write the Any itself
+ * (the task's options, else the container's runtime options) to stdin. Undefined when there are none or
+ * stdin is not an Any.
+ */
+async function startOptions(stdin: Uint8Array, bootstrap: Bootstrap | undefined): Promise<AnyOptions | undefined> {
+  if (bootstrap) return bootstrap.options;
+  if (stdin.length === 0) return undefined;
+  const { google } = await import('../../gen/actions');
+  try {
+    const any = google.protobuf.Any.decode(stdin);
+    return any.type_url ? { typeUrl: any.type_url, value: any.value ?? new Uint8Array() } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function readAnnotations(bundle: string): Record<string, string> | undefined {
   const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, string> };
   return spec.annotations;
 }
 
-/** Starts the daemon and resolves once it listens (or found a live daemon of the group already). */
-function launchDaemon(flags: ShimFlags, sock: string, bundle: string, bootstrap?: Bootstrap): Promise<void> {
+/**
+ * Starts the daemon and resolves once it listens (or found a live daemon of the group already). With
+ * `shimCgroup` the daemon is moved into that cgroup right after it is spawned, before it serves anything.
+ */
+function launchDaemon(flags: ShimFlags, sock: string, bundle: string, bootstrap?: Bootstrap, shimCgroup?: string): Promise<void> {
   const args = [process.argv[1], '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address,
     '-publish-binary', flags.publishBinary, '-socket', sock];
   if (flags.debug) args.push('-debug');
@@ -72,6 +95,15 @@ function launchDaemon(flags: ShimFlags, sock: string, bundle: string, bootstrap?
     child = spawn(process.execPath, args, { cwd: bundle, env, detached: true, stdio: ['ignore', 'pipe', stderr] });
   } finally {
     fs.closeSync(stderr);
+  }
+  if (shimCgroup && child.pid !== undefined) {
+    try {
+      joinCgroup(child.pid, shimCgroup);
+    } catch (err) {
+      child.kill('SIGKILL');
+      child.unref();
+      return Promise.reject(err);
+    }
   }
   return new Promise((resolve, reject) => {
     let out = '';
@@ -103,14 +135,17 @@ function launchDaemon(flags: ShimFlags, sock: string, bundle: string, bootstrap?
 
 export async function start(flags: ShimFlags): Promise<void> {
   const bundle = process.cwd();
-  const bootstrap = await parseBootstrap(readStdin(), flags);
+  const stdin = readStdin();
+  const bootstrap = await parseBootstrap(stdin, flags);
+  const shimCgroup = await shimCgroupOf(await startOptions(stdin, bootstrap), flags.namespace);
   const group = groupOf(flags.id, readAnnotations(bundle));
   const address = socketAddress(flags.address, flags.namespace, group, bootstrap?.socketDir ?? DEFAULT_SOCKET_DIR);
   const sock = socketPath(address);
   if (sock.length > SOCKET_PATH_LIMIT) throw new Error(`socket path ${sock} is longer than ${SOCKET_PATH_LIMIT} bytes`);
   // A group's daemon that already serves needs no second Node process to find that out (the daemon's
-  // own bind still settles races between concurrent starts of a new group).
-  if (!(await canConnect(sock))) await launchDaemon(flags, sock, bundle, bootstrap);
+  // own bind still settles races between concurrent starts of a new group). Such a daemon is not moved
+  // into this container's shim cgroup: containerd's runc shim, too, only returns the existing address.
+  if (!(await canConnect(sock))) await launchDaemon(flags, sock, bundle, bootstrap, shimCgroup);
   // 1.6/1.7 reconnect after a daemon restart from this file; 2.x migrates from it.
   fs.writeFileSync(path.join(bundle, 'address'), address, { mode: 0o600 });
   if (bootstrap) {
