@@ -12,11 +12,14 @@ import { CRI_NAMESPACE, RUNC_RUNTIME, SHIM_RUNTIME, type ContainerdVersion } fro
 import { alive } from './support/ctr';
 import {
   CRIU_DAEMON_ENV, ContainerState, CriClient, LocalRegistry, counterContainer, counterPast, criFailure, criuMissing,
-  hostNetworkPod, publishTestImage, tarEntries, unpublishTestImage, waitRunning, type PodSandboxConfig, type PublishedImage,
+  hostNetworkPod, publishTestImage, readTar, tarEntries, unpublishTestImage, waitRunning, type PodSandboxConfig, type PublishedImage,
 } from './support/cri';
 
 const GRPC_UNIMPLEMENTED = 12;
 const KYBERNATE_MANIFEST = 'kybernate-manifest.json';
+/** criu/include/magic.h: the first two words of CRIU's stats-dump image. */
+const CRIU_SERVICE_MAGIC = 0x55105940;
+const CRIU_STATS_MAGIC = 0x57093306;
 
 // containerd makes its temporary checkpoint directories in XDG_RUNTIME_DIR (default /tmp) and leaves them
 // behind when a checkpoint fails: this file's daemons get a directory of their own.
@@ -106,9 +109,6 @@ describeMatrix('cri', (ctx) => {
     if (ctx.rt.kind === 'kybernate') expect(entries).toContain(`checkpoint/${KYBERNATE_MANIFEST}`);
     // What CRI's restore reads: the container's spec and config, its CRI status and its rw layer.
     expect(entries).toEqual(expect.arrayContaining(['spec.dump', 'config.dump', 'status.dump', 'rootfs-diff.tar']));
-    // CRIU's own stats-dump and dump.log (read by checkpointctl, not by the restore) come from the CRIU work
-    // directory, which containerd 2.1 sets only for io.containerd.runc.v2 (other runtimes get no options).
-    if (ctx.rt.kind === 'runc') expect(entries).toEqual(expect.arrayContaining(['stats-dump', 'dump.log']));
 
     // The kubelet's checkpoint is forensic: the container goes on in the same process.
     const { status, pid } = await cri().containerStatus(c.id);
@@ -116,6 +116,21 @@ describeMatrix('cri', (ctx) => {
     expect(pid).toBe(c.pid);
     const after = await counterPast(pid, c.seen.n);
     expect(after.token).toBe(c.seen.token);
+  });
+
+  it('the archive holds CRIU\'s dump.log and stats-dump, as checkpointctl reads them', async () => {
+    // containerd 2.1 points CRIU's work directory into the archived directory only for io.containerd.runc.v2
+    // (other runtimes get no checkpoint options); kybernate puts both files there itself.
+    const c = await runningCounter('cpfiles');
+    const archive = join(tmp('kyb-cri-cp-'), 'checkpoint.tar');
+    await cri().checkpointContainer(c.id, archive);
+    const files = readTar(archive);
+    expect([...files.keys()]).toEqual(expect.arrayContaining(['stats-dump', 'dump.log']));
+    // CRIU's log of this dump, and its statistics image (CRIU's image magic, then the stats entry's).
+    expect(files.get('dump.log')!.toString('utf8')).toContain('Dumping finished successfully');
+    const stats = files.get('stats-dump')!;
+    expect(stats.length).toBeGreaterThan(8);
+    expect([stats.readUInt32LE(0), stats.readUInt32LE(4)]).toEqual([CRIU_SERVICE_MAGIC, CRIU_STATS_MAGIC]);
   });
 
   it('a container created with the checkpoint archive as its image resumes the counter', async () => {
