@@ -109,12 +109,21 @@ export class Container {
     if (this.init.status !== 'running' && this.init.status !== 'paused') {
       throw errPrecondition(`cannot exec in a ${this.init.status} container`);
     }
+    let processSpec: unknown;
     try {
-      JSON.parse(Buffer.from(spec).toString('utf8'));
+      processSpec = JSON.parse(Buffer.from(spec).toString('utf8'));
     } catch (err) {
       throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid exec process spec: ${(err as Error).message}`);
     }
-    const exec = new ExecProcess({ containerId: this.id, execId, bundle: this.bundle, runc: this.runc, stdio, spec, namespace: this.namespace });
+    if (typeof processSpec !== 'object' || processSpec === null || Array.isArray(processSpec)) {
+      throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'invalid exec process spec: not a JSON object');
+    }
+    // The request decides whether the exec gets a terminal, as in containerd's runc shim: runc refuses a
+    // console socket for a process spec without `terminal`, and would allocate a pty nobody reads otherwise.
+    const withTerminal = Buffer.from(JSON.stringify({ ...processSpec, terminal: stdio.terminal }));
+    const exec = new ExecProcess({
+      containerId: this.id, execId, bundle: this.bundle, runc: this.runc, stdio, spec: withTerminal, namespace: this.namespace,
+    });
     this.execs.set(execId, exec);
     return exec;
   }

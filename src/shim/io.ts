@@ -191,8 +191,9 @@ export class ProcessIO {
     if (this.consoleSocketPath) fs.rmSync(path.dirname(this.consoleSocketPath), { recursive: true, force: true });
   }
 
+  /** Sets the terminal's size; a process without a terminal has none to resize (a no-op, as in containerd's runc shim). */
   resize(width: number, height: number): void {
-    if (this.master < 0) throw new KybernateError('KYB_ERR_FAILED_PRECONDITION', 'process has no terminal');
+    if (this.master < 0) return;
     native.setWinsize(this.master, width, height);
   }
 

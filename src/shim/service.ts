@@ -49,9 +49,16 @@ export interface ServiceDeps {
 
 export class TaskService {
   readonly containers = new Map<string, Container>();
-  /** Exits of pids not known yet: a process may exit before `runc exec` returns its pid. */
+  /** Ids whose Create is in flight: not in `containers` yet, but taken. */
+  private readonly creating = new Set<string>();
+  /**
+   * Exits of pids not known yet, held while a Create or Start is in flight: a process may exit before
+   * `runc create`/`runc exec` returned its pid (an init killed before Start, an exec that exits at once).
+   * They are matched again when that call is done, after its event was queued (TaskCreate/TaskStart
+   * before TaskExit), as containerd's runc shim does (preStart/handleStarted).
+   */
   private pendingExits: Array<{ pid: number; status: number }> = [];
-  private startsInFlight = 0;
+  private opsInFlight = 0;
 
   constructor(private readonly deps: ServiceDeps) {}
 
@@ -66,28 +73,38 @@ export class TaskService {
   }
 
   async create(r: Req<'CreateTaskRequest'>): Promise<containerd.task.v2.ICreateTaskResponse> {
-    if (this.containers.has(r.id)) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `container ${r.id} already exists`);
+    if (this.containers.has(r.id) || this.creating.has(r.id)) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `container ${r.id} already exists`);
     const rootfs: MountSpec[] = r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] }));
     const stdio = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
+    const options = parseRuntimeOptions(r.options, this.deps.namespace);
     const t0 = performance.now();
-    const c = await Container.create({
-      id: r.id, bundle: r.bundle, rootfs, stdio, options: parseRuntimeOptions(r.options, this.deps.namespace), namespace: this.deps.namespace,
-      ...(r.checkpoint ? { checkpoint: r.checkpoint } : {}),
-    });
-    this.containers.set(r.id, c);
-    if (r.checkpoint) this.deps.log.info({ id: r.id, checkpoint: r.checkpoint, ms: performance.now() - t0 }, 'created from a checkpoint');
-    this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
-      containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,
-      io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
-    }).finish());
-    return { pid: c.init.pid };
+    this.creating.add(r.id);
+    this.opsInFlight++;
+    try {
+      const c = await Container.create({
+        id: r.id, bundle: r.bundle, rootfs, stdio, options, namespace: this.deps.namespace,
+        ...(r.checkpoint ? { checkpoint: r.checkpoint } : {}),
+      });
+      this.containers.set(r.id, c);
+      if (r.checkpoint) this.deps.log.info({ id: r.id, checkpoint: r.checkpoint, ms: performance.now() - t0 }, 'created from a checkpoint');
+      this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
+        containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,
+        io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
+      }).finish());
+      return { pid: c.init.pid };
+    } finally {
+      this.creating.delete(r.id);
+      this.opsInFlight--;
+      // An init that died before `runc create` returned is matched now: stopped, its exit published.
+      this.replayPendingExits();
+    }
   }
 
   async start(r: Req<'StartRequest'>): Promise<containerd.task.v2.IStartResponse> {
     const c = this.container(r.id);
     const p = c.process(r.execId);
     // Exits seen while this start runs are held back until its start event is queued (TaskStart before TaskExit).
-    this.startsInFlight++;
+    this.opsInFlight++;
     try {
       await p.start();
       if (r.execId) {
@@ -98,7 +115,7 @@ export class TaskService {
         this.watchOom(c);
       }
     } finally {
-      this.startsInFlight--;
+      this.opsInFlight--;
       this.replayPendingExits();
     }
     return { pid: p.pid };
@@ -256,7 +273,7 @@ export class TaskService {
         if (e.pid === pid && !e.exit) { this.execExited(c, e, status); return; }
       }
     }
-    if (this.startsInFlight > 0) this.pendingExits.push({ pid, status });
+    if (this.opsInFlight > 0) this.pendingExits.push({ pid, status });
     else this.deps.log.debug({ pid, status }, 'exit of an unknown process');
   }
 
@@ -275,21 +292,35 @@ export class TaskService {
   private execExited(c: Container, e: Process, status: number): void {
     e.setExited(status);
     this.publishExit(c, e, e.exit!);
-    const held = this.heldInitExits.get(c);
-    if (held !== undefined && c.runningExecs().length === 0) {
-      this.heldInitExits.delete(c);
-      this.finishInit(c, held);
-    }
+    this.maybeFinishInit(c);
   }
 
-  /** Init exits whose execs are still running: containerd must see the init exit last. */
-  private readonly heldInitExits = new Map<Container, number>();
+  /**
+   * Init exits not published yet: containerd must see the init exit last, after the exits of its execs,
+   * and (in a shared pid namespace) only once the container's other processes were killed.
+   */
+  private readonly heldInitExits = new Map<Container, { status: number; killing: boolean }>();
 
   private initExited(c: Container, status: number): void {
-    if (c.runningExecs().length === 0) { this.finishInit(c, status); return; }
-    this.heldInitExits.set(c, status);
-    // With a private pid namespace the kernel kills the rest; with a shared one we must.
-    if (c.sharedPidNamespace) void c.runc.kill(c.id, 9, true).catch(() => undefined);
+    // With a private pid namespace the kernel kills the rest with the init. With a shared one nothing
+    // does: `runc kill --all` them (as containerd's runc shim does, runc.ShouldKillAllOnExit), whether or
+    // not execs run, and report the exit only after it returned, so that nothing outlives the reported exit.
+    const held = { status, killing: c.sharedPidNamespace };
+    this.heldInitExits.set(c, held);
+    if (c.sharedPidNamespace) {
+      void c.runc.kill(c.id, 9, true)
+        .catch((err: unknown) => this.deps.log.warn({ id: c.id, err: String(err) }, "cannot kill the init's remaining processes"))
+        .finally(() => { held.killing = false; this.maybeFinishInit(c); });
+    }
+    this.maybeFinishInit(c);
+  }
+
+  /** Publishes a held init exit once nothing holds it any more. */
+  private maybeFinishInit(c: Container): void {
+    const held = this.heldInitExits.get(c);
+    if (!held || held.killing || c.runningExecs().length > 0) return;
+    this.heldInitExits.delete(c);
+    this.finishInit(c, held.status);
   }
 
   private finishInit(c: Container, status: number): void {
