@@ -25,6 +25,11 @@ export const MANIFEST_FILE = 'kybernate-manifest.json';
 const MANIFEST_VERSION = 1;
 /** A crash while writing leaves at most this file behind; verification ignores it (not an image). */
 const MANIFEST_TMP = `.${MANIFEST_FILE}.tmp`;
+/**
+ * Present from the first byte a checkpoint writes into a directory until its manifest is durable
+ * (src/checkpoint/snapshot-dir.ts): a directory holding it is never restored, whatever else it holds.
+ */
+export const INCOMPLETE_FILE = 'kybernate-checkpoint.incomplete';
 /** Refuse to parse anything bigger: a real manifest lists a few hundred files. */
 const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
 
@@ -114,7 +119,7 @@ export async function writeManifest(dir: string, input: ManifestInput): Promise<
     throw new KybernateError('KYB_ERR_CHECKPOINT_FAILED', `checkpoint ${dir}: ${what}: ${(err as Error).message}`, { cause: err });
   };
   const entries = (await walk(dir).catch(failed('cannot list it')))
-    .filter((e) => e.name !== MANIFEST_FILE && e.name !== MANIFEST_TMP);
+    .filter((e) => e.name !== MANIFEST_FILE && e.name !== MANIFEST_TMP && e.name !== INCOMPLETE_FILE);
   const odd = entries.find((e) => e.type !== 'file' && e.type !== 'dir');
   if (odd) {
     throw new KybernateError('KYB_ERR_CHECKPOINT_FAILED',
@@ -135,6 +140,8 @@ export async function writeManifest(dir: string, input: ManifestInput): Promise<
     return { name: f.name, size: f.size, sha256: hashListDigest(chunks), chunks };
   });
 
+  // The manifest vouches for the files: they reach the disk before it does.
+  await syncAll(dir, entries).catch(failed('cannot sync it to disk'));
   const manifest: SnapshotManifest = { ...head, files };
   await writeAtomic(dir, `${JSON.stringify(manifest, null, 2)}\n`).catch(failed(`cannot write ${MANIFEST_FILE}`));
   return manifest;
@@ -145,6 +152,10 @@ export async function readManifest(dir: string): Promise<SnapshotManifest> {
   const st = await fs.promises.stat(dir).catch(() => undefined);
   if (!st) throw invalid(`checkpoint ${dir}: not found`);
   if (!st.isDirectory()) throw invalid(`checkpoint ${dir}: not a directory`);
+  const marker = await fs.promises.readFile(path.join(dir, INCOMPLETE_FILE), 'utf8').catch(() => undefined);
+  if (marker !== undefined) {
+    throw invalid(`checkpoint ${dir} is incomplete: the checkpoint that wrote it failed or was cut short (${incompleteWhy(marker)}); take a new checkpoint`);
+  }
   const file = path.join(dir, MANIFEST_FILE);
   let text: string;
   try {
@@ -319,6 +330,33 @@ async function walk(root: string, prefix = ''): Promise<Entry[]> {
     return [{ name, type, size: st.size }];
   }));
   return nested.flat();
+}
+
+/** What an incomplete marker says about the checkpoint that left it, in a few words. */
+function incompleteWhy(text: string): string {
+  try {
+    const m = JSON.parse(text) as { container?: unknown; startedAt?: unknown; shimPid?: unknown };
+    return `container ${String(m.container)}, started ${String(m.startedAt)} by shim pid ${String(m.shimPid)}`;
+  } catch {
+    return `${INCOMPLETE_FILE} present`;
+  }
+}
+
+/** fsync of every regular file and directory below (and of) `dir`, a few at a time. */
+async function syncAll(dir: string, entries: Entry[]): Promise<void> {
+  const targets = [...entries.filter((e) => e.type === 'file' || e.type === 'dir').map((e) => path.join(dir, e.name)), dir];
+  let next = 0;
+  const worker = async () => {
+    while (next < targets.length) {
+      const fh = await fs.promises.open(targets[next++], 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, targets.length) }, worker));
 }
 
 async function writeAtomic(dir: string, text: string): Promise<void> {

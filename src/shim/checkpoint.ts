@@ -6,18 +6,26 @@
 // - The CUDA driver is never called on a frozen process (it hangs there): a paused container is thawed
 //   for the CUDA steps and frozen again before the dump, so that callers that paused it (ctr, CRI) find
 //   it paused as they left it.
-// - Any failure leaves the container running (or paused, as it was) with its GPU state on the GPU; the
-//   error names the step that failed.
-// - kybernate-manifest.json is written only after every image file is complete.
+// - Any failure leaves the container running (or paused, as it was) with its GPU state on the GPU, and
+//   the directory without a partial snapshot (src/checkpoint/snapshot-dir.ts); the error names the step
+//   that failed.
+// - kybernate-manifest.json is written only after every image file is complete and synced to disk.
+// - --exit: the processes die only once the snapshot is complete and durable, and run no instruction
+//   after their dump. The CRIU gate (criu-gate.ts) holds CRIU at post-dump while the manifest is
+//   written; a failed manifest makes CRIU resume them instead of killing them. A container without a
+//   gate is frozen, dumped with --leave-running, and killed while still frozen once the manifest is
+//   durable (this loses established TCP connections, which CRIU's own kill keeps).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { KybernateError } from '../errors';
 import { findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type GpuStep } from '../checkpoint/gpu';
-import { MANIFEST_FILE, specDigest, writeManifest, type SnapshotManifest } from '../checkpoint/manifest';
+import { specDigest, writeManifest, type SnapshotManifest } from '../checkpoint/manifest';
+import { SnapshotAttempt } from '../checkpoint/snapshot-dir';
 import type { Container } from './container';
 import { manifestOptions, type ParsedCheckpointOptions } from './checkpoint-options';
 import { keepCriStatsDump } from './cri-files';
+import { CriuGate } from './criu-gate';
 import { gpuMemoryOf, gpusOfSpec, nodeFacts, nsPidOf, warmCuda } from './node-facts';
 
 const CUDA_LOCK_TIMEOUT_MS = 10_000;
@@ -65,98 +73,181 @@ function stepError(c: Container, step: string, err: unknown, extra = ''): Kybern
   return new KybernateError('KYB_ERR_CHECKPOINT_FAILED', `checkpoint of ${c.id} failed at ${step}: ${msg}${extra}`, { cause: err });
 }
 
+/** How long an --exit checkpoint waits for the killed init's exit to be reaped before it returns. */
+const EXIT_WAIT_MS = 10_000;
+
+interface GpuState {
+  cudaPids: number[];
+  deviceMemoryBytes: number;
+  /** Whether this checkpoint locked and checkpointed them (and so must give the state back on failure). */
+  suspendedHere: boolean;
+  steps: GpuStep[];
+}
+
+/** CUDA lock + checkpoint of the container's CUDA processes; a container suspended in place has done it. */
+async function suspendGpu(c: Container, paused: boolean, pids: number[]): Promise<GpuState> {
+  const out: GpuState = {
+    cudaPids: c.gpuSuspension?.pids ?? [], deviceMemoryBytes: c.gpuSuspension?.deviceMemoryBytes ?? 0, suspendedHere: false, steps: [],
+  };
+  if (c.gpuSuspension || !mapsCuda(pids)) return out;
+  warmCuda();
+  try {
+    await thawed(c, paused, async () => {
+      const found = await findCudaProcesses(pids);
+      out.cudaPids = found.cuda;
+      if (out.cudaPids.length === 0) return;
+      // Device memory in use, read while it is still on the GPU.
+      out.deviceMemoryBytes = await gpuMemoryOf(out.cudaPids);
+      const s = await suspendGpuProcesses(out.cudaPids, { lockTimeoutMs: CUDA_LOCK_TIMEOUT_MS });
+      out.steps = s.steps;
+      out.suspendedHere = true;
+    });
+  } catch (err) {
+    throw KybernateError.is(err) && err.code === 'KYB_ERR_CHECKPOINT_FAILED' ? err : stepError(c, 'cuda-checkpoint', err);
+  }
+  return out;
+}
+
 /**
  * Checkpoints `c` into `dir`. Runs inside the init process's operation queue (Process.checkpoint), so no
  * pause/resume/kill of the container interleaves with it.
  */
 export async function checkpointContainer(c: Container, dir: string, opts: ParsedCheckpointOptions): Promise<CheckpointSummary> {
+  const attempt = await SnapshotAttempt.begin(dir, { container: c.id, namespace: c.namespace });
+  const state = { committed: false };
+  try {
+    return await checkpointInto(c, dir, opts, attempt, state);
+  } catch (err) {
+    // Once committed the snapshot is complete: it is kept whatever failed after that.
+    const left = state.committed ? undefined : await attempt.abort();
+    if (!left) throw err;
+    const e = KybernateError.is(err) ? err : stepError(c, 'checkpoint', err);
+    throw new KybernateError(e.code, `${e.message}; ${left}`, { cause: err });
+  }
+}
+
+async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointOptions, attempt: SnapshotAttempt,
+  state: { committed: boolean }): Promise<CheckpointSummary> {
   const steps: CheckpointSummary['steps'] = [];
   const t0 = performance.now();
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.rmSync(path.join(dir, MANIFEST_FILE), { force: true });
   const paused = c.init.status === 'paused';
   const pids = await c.pids();
+  const gpu = await suspendGpu(c, paused, pids);
+  steps.push(...gpu.steps);
+  const nsPids = gpu.cudaPids.map((pid) => nsPidOf(pid));
+  const facts = await nodeFacts(c.runc.config.binary, gpu.cudaPids.length > 0);
+  const spec = JSON.parse(fs.readFileSync(path.join(c.bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const annotations = (spec.annotations ?? {}) as Record<string, string>;
 
-  // GPU: a container suspended in place already has its CUDA state in host memory.
-  let cudaPids: number[] = c.gpuSuspension?.pids ?? [];
-  let suspendedHere = false;
-  let gpuSteps: GpuStep[] = [];
-  let deviceMemoryBytes = c.gpuSuspension?.deviceMemoryBytes ?? 0;
-  if (!c.gpuSuspension && mapsCuda(pids)) {
-    warmCuda();
-    try {
-      await thawed(c, paused, async () => {
-        const found = await findCudaProcesses(pids);
-        cudaPids = found.cuda;
-        if (cudaPids.length === 0) return;
-        // Device memory in use, read while it is still on the GPU.
-        deviceMemoryBytes = await gpuMemoryOf(cudaPids);
-        const s = await suspendGpuProcesses(cudaPids, { lockTimeoutMs: CUDA_LOCK_TIMEOUT_MS });
-        gpuSteps = s.steps;
-        suspendedHere = true;
-      });
-    } catch (err) {
-      throw KybernateError.is(err) && err.code === 'KYB_ERR_CHECKPOINT_FAILED' ? err : stepError(c, 'cuda-checkpoint', err);
-    }
+  const commitManifest = async (): Promise<SnapshotManifest> => {
+    const tManifest = performance.now();
+    steps.push({ step: 'total-before-manifest', ms: tManifest - t0 });
+    const m = await writeManifest(dir, {
+      container: { id: c.id, namespace: c.namespace, image: annotations['io.kubernetes.cri.image-name'] ?? annotations['kybernate.io/image'], bundle: c.bundle },
+      spec: { digest: specDigest(c.bundle) },
+      versions: { criu: facts.criu ?? 'unknown', runc: facts.runc ?? 'unknown', kernel: facts.kernel, shim: facts.shim, ...(facts.driver ? { driver: facts.driver } : {}) },
+      gpus: gpu.cudaPids.length > 0 ? gpusOfSpec(spec, facts.gpus) : [],
+      // nsPids: the pids CRIU restores them as, to find them again after a restore.
+      cuda: { pids: gpu.cudaPids, nsPids, deviceMemoryBytes: gpu.deviceMemoryBytes },
+      options: { ...manifestOptions(opts), suspendedInPlace: !!c.gpuSuspension },
+      steps: steps.map((s) => ({ step: s.pid ? `${s.step}:${s.pid}` : s.step, ms: Math.round(s.ms * 1000) / 1000 })),
+    });
+    await attempt.commit();
+    state.committed = true;
+    steps.push({ step: 'manifest', ms: performance.now() - tManifest });
+    return m;
+  };
+
+  // --exit: CRIU kills the processes only after the gate's verdict; without a gate the container is
+  // frozen for the dump and killed by us.
+  const gate = opts.exit ? CriuGate.of(c.bundle) : undefined;
+  const killOurselves = opts.exit && !gate;
+  let frozenHere = false;
+  if (killOurselves && !paused) {
+    await c.runc.pause(c.id).catch((err: unknown) => { throw stepError(c, 'freeze', err); });
+    frozenHere = true;
   }
-  steps.push(...gpuSteps);
-  const nsPids = cudaPids.map((pid) => nsPidOf(pid));
-  const facts = await nodeFacts(c.runc.config.binary, cudaPids.length > 0);
-
-  const resumeGpu = async () => {
-    if (!suspendedHere) return;
-    await thawed(c, paused, async () => { await resumeGpuProcesses(cudaPids, {}); });
+  /** Gives the container back as it was: thawed if we froze it, its GPU state back on the GPU. */
+  const rollback = async (): Promise<string> => {
+    let problems = '';
+    if (frozenHere) await c.runc.resume(c.id).catch((e: unknown) => { problems += `; thaw failed: ${(e as Error).message}`; });
+    if (gpu.suspendedHere) {
+      await thawed(c, paused, async () => { await resumeGpuProcesses(gpu.cudaPids, {}); })
+        .catch((e: unknown) => { problems += `; GPU rollback failed too: ${(e as Error).message}`; });
+    }
+    return problems;
   };
 
   const workPath = opts.workPath ?? path.join(c.bundle, 'criu-work');
   fs.rmSync(workPath, { recursive: true, force: true });
   fs.mkdirSync(workPath, { recursive: true, mode: 0o700 });
   const tDump = performance.now();
+  gate?.arm('post-dump');
+  let manifest: SnapshotManifest | undefined;
+  let manifestError: unknown;
   try {
-    await c.runc.checkpoint(c.id, {
-      imagePath: dir, workPath, leaveRunning: !opts.exit, parentPath: opts.parentPath, emptyNamespaces: opts.emptyNamespaces,
+    const dump = c.runc.checkpoint(c.id, {
+      imagePath: dir, workPath, leaveRunning: !opts.exit || killOurselves, parentPath: opts.parentPath, emptyNamespaces: opts.emptyNamespaces,
       tcpEstablished: opts.tcpEstablished, extUnixSk: opts.extUnixSk, shellJob: opts.shellJob, fileLocks: opts.fileLocks,
       manageCgroupsMode: opts.manageCgroupsMode,
     });
+    dump.catch(() => undefined);
+    if (gate && await gate.waitReached('post-dump', dump)) {
+      // Every image is written and closed; the processes wait, seized, for the verdict.
+      steps.push({ step: 'criu-dump', ms: performance.now() - tDump });
+      try {
+        manifest = await commitManifest();
+      } catch (err) {
+        manifestError = err;
+      }
+      gate.open('post-dump', manifestError === undefined);
+    }
+    await dump;
   } catch (err) {
+    const problems = await rollback();
+    if (manifestError !== undefined) {
+      throw stepError(c, 'manifest', manifestError, ` (the container was resumed and keeps running${problems})`);
+    }
     const log = path.join(workPath, 'dump.log');
     const kept = path.join(c.bundle, 'criu-dump.log');
     try { fs.copyFileSync(log, kept); } catch { /* criu may have failed before it logged */ }
     const detail = criuErrors(log);
-    const rollback = await resumeGpu().then(() => '', (e: unknown) => `; GPU rollback failed too: ${(e as Error).message}`);
-    throw stepError(c, 'criu-dump', err, `${detail ? ` (criu: ${detail})` : ''}; log: ${kept}${rollback}`);
+    throw stepError(c, 'criu-dump', err, `${detail ? ` (criu: ${detail})` : ''}; log: ${kept}${problems}`);
+  } finally {
+    gate?.disarm();
   }
-  steps.push({ step: 'criu-dump', ms: performance.now() - tDump });
-  const spec = JSON.parse(fs.readFileSync(path.join(c.bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
+  if (!manifest) steps.push({ step: 'criu-dump', ms: performance.now() - tDump });
   if (!opts.workPath) {
     keepCriStatsDump(spec, c.id, workPath);
     fs.rmSync(workPath, { recursive: true, force: true });
   }
 
   // A container left running gets its GPU state back; one that exited has none to get back.
-  if (!opts.exit && suspendedHere) {
+  if (!opts.exit && gpu.suspendedHere) {
     const tResume = performance.now();
     try {
-      await resumeGpu();
+      await thawed(c, paused, async () => { await resumeGpuProcesses(gpu.cudaPids, {}); });
     } catch (err) {
       throw stepError(c, 'cuda-restore', err, ' (the images were written; the workload\'s GPU state could not be restored)');
     }
     steps.push({ step: 'cuda-resume', ms: performance.now() - tResume });
   }
 
-  const annotations = (spec.annotations ?? {}) as Record<string, string>;
-  const tManifest = performance.now();
-  steps.push({ step: 'total-before-manifest', ms: tManifest - t0 });
-  const manifest = await writeManifest(dir, {
-    container: { id: c.id, namespace: c.namespace, image: annotations['io.kubernetes.cri.image-name'] ?? annotations['kybernate.io/image'], bundle: c.bundle },
-    spec: { digest: specDigest(c.bundle) },
-    versions: { criu: facts.criu ?? 'unknown', runc: facts.runc ?? 'unknown', kernel: facts.kernel, shim: facts.shim, ...(facts.driver ? { driver: facts.driver } : {}) },
-    gpus: cudaPids.length > 0 ? gpusOfSpec(spec, facts.gpus) : [],
-    // nsPids: the pids CRIU restores them as, to find them again after a restore.
-    cuda: { pids: cudaPids, nsPids, deviceMemoryBytes },
-    options: { ...manifestOptions(opts), suspendedInPlace: !!c.gpuSuspension },
-    steps: steps.map((s) => ({ step: s.pid ? `${s.step}:${s.pid}` : s.step, ms: Math.round(s.ms * 1000) / 1000 })),
-  });
-  steps.push({ step: 'manifest', ms: performance.now() - tManifest });
+  if (!manifest) {
+    try {
+      manifest = await commitManifest();
+    } catch (err) {
+      // Left running, or (--exit without a gate) still frozen: either way it goes on as before.
+      const problems = killOurselves ? await rollback() : '';
+      throw stepError(c, 'manifest', err, `${opts.exit ? ' (the container keeps running)' : ''}${problems}`);
+    }
+  }
+  if (killOurselves) {
+    // Still frozen since its dump: SIGKILL is delivered before it could run again.
+    await c.runc.kill(c.id, 9, true).catch((err: unknown) => { throw stepError(c, 'exit', err, ` (the snapshot in ${dir} is complete)`); });
+  }
+  if (opts.exit) {
+    await Promise.race([c.init.wait(), new Promise((r) => setTimeout(r, EXIT_WAIT_MS).unref())]);
+  }
   return { manifest, steps };
 }

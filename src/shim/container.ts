@@ -9,6 +9,7 @@ import type { RuntimeOptions } from './options';
 import { ExecProcess } from './process/exec';
 import { InitProcess } from './process/init';
 import type { Process } from './process/process';
+import { CriuGate } from './criu-gate';
 import { planRestore } from './restore';
 import { Runc } from './runc';
 
@@ -77,6 +78,9 @@ export class Container {
     writeBundleState(cfg.bundle, { runcRoot: cfg.options.runcRoot, runcBinary: cfg.options.runcBinary, systemdCgroup: cfg.options.systemdCgroup });
     // A checkpoint is verified before anything is mounted or started.
     const restore = cfg.checkpoint ? await planRestore(cfg.checkpoint, cfg.bundle, runc, cfg.options.criuWorkPath) : undefined;
+    // runc checkpoint reads CRIU's configuration file from the labels the container is created with:
+    // the gate must be named now for --exit checkpoints to use it (a restore prepares it itself).
+    if (!restore) CriuGate.prepare(cfg.bundle);
     const rootfs = path.join(cfg.bundle, 'rootfs');
     if (cfg.rootfs.length > 0) mountAll(cfg.rootfs, rootfs);
     const init = new InitProcess({

@@ -4,10 +4,10 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ProcessIO, type StdioConfig } from '../io';
 import { INIT_PID_FILE } from '../bundle-state';
-import { KybernateError } from '../../errors';
+import { KybernateError, errNotFound } from '../../errors';
 import { readPidFile, type Runc } from '../runc';
 import { keepRestoreLog, restoreGpuState, type RestorePlan } from '../restore';
-import { RestoreGate } from '../restore-gate';
+import { CriuGate } from '../criu-gate';
 import { Process } from './process';
 
 export interface InitConfig {
@@ -32,6 +32,8 @@ export class InitProcess extends Process {
   get restorePlan(): RestorePlan | undefined { return this.cfg.restore; }
   /** Step timings of the last restore (runc restore, GPU steps). */
   restoreSteps: Array<{ step: string; ms: number }> = [];
+  /** Set when `runc restore` failed: runc removed the container, nothing of it runs. */
+  private restoreFailed = false;
 
   /** runc create: the container exists and its init waits for `start`. From a checkpoint: IO only, pid 0. */
   async create(): Promise<void> {
@@ -59,27 +61,35 @@ export class InitProcess extends Process {
 
   /**
    * runc restore with this process's stdio, then the GPU state. The images' checksums are still being
-   * verified while CRIU loads them; the restore gate holds the processes at pre-resume until they are.
-   * A failed GPU step kills what was restored.
+   * verified while CRIU loads them; the CRIU gate holds the restored processes at post-restore, before
+   * any of them executes an instruction, until every checksum matched, and a mismatch makes CRIU kill
+   * them. A failed GPU step kills what was restored.
    */
   private async doRestore(plan: RestorePlan): Promise<void> {
     const io = this.io!;
     const pidFile = path.join(this.cfg.bundle, INIT_PID_FILE);
     const t0 = performance.now();
     fs.mkdirSync(plan.workPath, { recursive: true, mode: 0o700 });
-    const gate = RestoreGate.install(plan.workPath, this.cfg.bundle);
+    const gate = CriuGate.prepare(this.cfg.bundle);
+    // Without a gate nothing could hold the processes: verify everything first.
     if (!gate) await plan.checksums;
+    gate?.arm('post-restore');
     let refusal: unknown;
-    plan.checksums.then(() => gate?.open(true), (err: unknown) => { refusal = err; gate?.open(false); });
+    plan.checksums.then(() => gate?.open('post-restore', true), (err: unknown) => { refusal = err; gate?.open('post-restore', false); });
     try {
       await this.cfg.runc.restore(this.cfg.id, {
         imagePath: plan.imagePath, workPath: plan.workPath, bundle: this.cfg.bundle, pidFile, consoleSocket: io.consoleSocketPath,
         noPivot: this.cfg.noPivot, stdio: io.childFds, ...plan.flags,
       });
     } catch (err) {
+      this.restoreFailed = true;
+      // A refused verdict is the reason CRIU aborted; wait for it if the abort raced the verdict's bookkeeping.
+      if (refusal === undefined && gate?.reached('post-restore')) await plan.checksums.catch(() => undefined);
       if (refusal !== undefined) throw refusal;
       const log = keepRestoreLog(plan, this.cfg.bundle);
       throw new KybernateError('KYB_ERR_RESTORE_FAILED', `restore of ${this.cfg.id} failed at criu-restore: ${(err as Error).message}${log ? `; log: ${log}` : ''}`, { cause: err });
+    } finally {
+      gate?.disarm();
     }
     await io.started();
     this.pid = readPidFile(pidFile);
@@ -107,7 +117,12 @@ export class InitProcess extends Process {
     this.io?.destroy();
   }
 
-  async doKill(signal: number, all: boolean): Promise<void> { await this.cfg.runc.kill(this.cfg.id, signal, all); }
+  async doKill(signal: number, all: boolean): Promise<void> {
+    // A restore that failed in runc left no container: as for any process that is gone, NotFound
+    // (containerd's forced delete then goes ahead).
+    if (this.restoreFailed) throw errNotFound('process not running: its restore failed');
+    await this.cfg.runc.kill(this.cfg.id, signal, all);
+  }
   async doPause(): Promise<void> { await this.cfg.runc.pause(this.cfg.id); }
   async doResume(): Promise<void> { await this.cfg.runc.resume(this.cfg.id); }
   async doUpdate(resourcesJson: string): Promise<void> { await this.cfg.runc.update(this.cfg.id, resourcesJson); }

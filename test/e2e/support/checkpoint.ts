@@ -208,7 +208,8 @@ export async function snapshotMounts(cd: Containerd, key: string): Promise<conta
 export async function deleteTaskOf(cd: Containerd, id: string): Promise<void> {
   const t = await task(cd, id);
   if (!t) return;
-  if (t.status !== 'STOPPED') {
+  // A task created from a checkpoint whose Start failed has no process (pid 0): containerd deletes it as it is.
+  if (t.status !== 'STOPPED' && !(t.status === 'CREATED' && t.pid === 0)) {
     await cd.ctr(['tasks', 'kill', '-s', 'SIGKILL', id]);
     await waitFor(`task ${id} to stop`, async () => (await task(cd, id))?.status === 'STOPPED');
   }
