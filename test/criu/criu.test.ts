@@ -1,7 +1,9 @@
 // libcriu through the addon (src/native/criu): version, features, dump and restore of a real process
 // tree, and CRIU's failures with its own log lines. Needs root and criu; dump/restore also need a kernel
 // CRIU can dump on (probed once; without it those tests are skipped and say why).
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as criu from '../../src/native/criu';
@@ -80,21 +82,39 @@ describe.skipIf(lacks !== undefined)(`libcriu${lacks ? ` (skipped: needs ${lacks
   it('fails cleanly when the process is killed while CRIU dumps it', async () => {
     const dir = tmpDir('gone');
     defer(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const { spawn } = await import('node:child_process');
-    // 512 MiB of touched memory: the dump takes long enough to be caught in the middle.
+    // 64 MiB of touched memory: far more than the pipe below and its reader's buffer take in.
     const ready = path.join(dir, 'ready');
-    const code = `b = bytes(range(256)) * (2 << 20)\nopen(${JSON.stringify(ready)}, 'w').close()\nimport time\ntime.sleep(60)`;
+    const code = `b = bytes(range(256)) * (1 << 18)\nopen(${JSON.stringify(ready)}, 'w').close()\nimport time\ntime.sleep(60)`;
     const c = spawn(python!, ['-c', code], { detached: true, stdio: 'ignore' });
     defer(() => c.kill('SIGKILL'));
     await until(() => fs.existsSync(ready), 30_000);
+    // CRIU writes the memory of the first task it dumps into pages-1.img of the images directory (a name of
+    // CRIU's image format). As a FIFO this test holds open, that file is where the dump waits: the first
+    // bytes arriving mean CRIU has seized the process, has its parasite in it and is copying memory out,
+    // and it cannot get further than the pipe holds until the test reads. So the kill below lands in the
+    // middle of the dump every time, however fast or slow the machine (a kill raced against the dump
+    // could come after the dump was done, and the dump then succeeded).
+    const pagesImage = path.join(dir, 'pages-1.img');
+    execFileSync('mkfifo', [pagesImage]);
+    // O_RDWR: opening does not wait for CRIU, and the pipe never reads as ended while the test holds it.
+    const pages = new net.Socket({ fd: fs.openSync(pagesImage, fs.constants.O_RDWR | fs.constants.O_NONBLOCK), readable: true, writable: false });
+    defer(() => pages.destroy());
     const pending = criu.dump({ pid: c.pid!, imagesDir: dir, timeoutMs: 30_000 });
-    // Kill it as soon as CRIU has seized it (its tracer shows up), i.e. in the middle of the dump.
-    await until(() => /TracerPid:\s*[1-9]/.test(fs.readFileSync(`/proc/${c.pid}/status`, 'utf8')), 10_000);
+    const settled = pending.then(() => new Error('the dump succeeded before it wrote any pages'), (e: unknown) => e);
+    // 'readable' (not 'data'): the stream reads up to its high-water mark and stops, so CRIU stays blocked.
+    const first = await Promise.race([new Promise<undefined>((resolve) => pages.once('readable', () => resolve(undefined))), settled]);
+    if (first !== undefined) throw first;
     c.kill('SIGKILL');
-    const err = (await pending.catch((e: unknown) => e)) as criu.CriuError;
+    // Let CRIU go on: it writes what it holds and finds the process gone when it needs it next.
+    pages.resume();
+    const err = (await settled) as criu.CriuError;
     expect(err).toBeInstanceOf(criu.CriuError);
     expect(err.code).not.toBe('ETIMEDOUT');
-    expect(err.logErrors.join('\n')).toMatch(/No such process|FAILED/);
+    // CRIU learns of the death either from its SIGCHLD handler ("<pid> was killed by 9 unexpectedly", and
+    // exits) or from the parasite's socket ("Failed to read ack", "Can't cure (pid: <pid>)", "Dumping FAILED").
+    const log = err.logErrors.join('\n');
+    expect(log).toContain(String(c.pid));
+    expect(log).toMatch(new RegExp(`${c.pid} was killed by 9|Dumping FAILED`));
   });
 
   it.skipIf(!probe.needsNoBreakpoints)(`kills a hung criu at timeoutMs and leaves the process running${probe.needsNoBreakpoints ? '' : ' (skipped: needs a machine where dumps with hardware breakpoints hang)'}`, async () => {
