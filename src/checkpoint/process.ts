@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as criu from '../native/criu';
+import { diagnoseCriuRestoreFile, type CriuLogDiagnosis } from './criu-log';
 import { cudaSteps, type CudaApi } from './cuda-steps';
 
 export const MANIFEST = 'manifest.json';
@@ -99,7 +100,11 @@ export class StepError extends Error {
   readonly cause: unknown;
   /** Rollback steps that failed too (the GPU state may then be lost). */
   readonly rollbackErrors: string[];
-  constructor(step: StepName, message: string, info: { pid?: number; processRunning: boolean; steps: Step[]; cause?: unknown; rollbackErrors?: string[] }) {
+  /** For a failed criu-restore: the cause read from CRIU's log, when it is a known one. */
+  readonly diagnosis?: CriuLogDiagnosis;
+  constructor(step: StepName, message: string, info: {
+    pid?: number; processRunning: boolean; steps: Step[]; cause?: unknown; rollbackErrors?: string[]; diagnosis?: CriuLogDiagnosis;
+  }) {
     super(message);
     this.name = 'StepError';
     this.step = step;
@@ -108,6 +113,7 @@ export class StepError extends Error {
     this.steps = info.steps;
     this.cause = info.cause;
     this.rollbackErrors = info.rollbackErrors ?? [];
+    if (info.diagnosis !== undefined) this.diagnosis = info.diagnosis;
   }
 }
 
@@ -283,8 +289,14 @@ export async function restoreProcess(opts: RestoreOptions): Promise<RestoreResul
       criu.restore({ imagesDir: opts.imagesDir, ...criuShared(opts) }),
     );
   } catch (err) {
-    throw new StepError('criu-restore', `criu-restore failed: ${message(err)}`, {
-      pid: manifest.pid, processRunning: false, steps, cause: err,
+    // CRIU's log says why in its own words; the known causes become one sentence with the fix.
+    const logFile = (err as { logFile?: unknown }).logFile;
+    const diagnosis = typeof logFile === 'string'
+      ? diagnoseCriuRestoreFile(logFile, { dumpCriuVersion: manifest.criuVersion, criuVersion: await criuVersionText() })
+      : undefined;
+    const why = diagnosis === undefined ? message(err) : `${diagnosis.sentence} (CRIU log: ${String(logFile)})`;
+    throw new StepError('criu-restore', `criu-restore failed: ${why}`, {
+      pid: manifest.pid, processRunning: false, steps, cause: err, diagnosis,
     });
   }
   if (manifest.cuda) {
@@ -301,4 +313,13 @@ export async function restoreProcess(opts: RestoreOptions): Promise<RestoreResul
     }
   }
   return { pid, cuda: manifest.cuda, steps };
+}
+
+/** This machine's CRIU version as "4.2.1", or undefined when it cannot be asked. */
+async function criuVersionText(): Promise<string | undefined> {
+  try {
+    return criu.formatVersion(await criu.version());
+  } catch {
+    return undefined;
+  }
 }

@@ -56,6 +56,7 @@ function report(err: unknown, json: boolean): number {
       ok: false,
       step: e.step,
       error: e.message,
+      diagnosis: e.diagnosis?.code ?? null,
       processRunning: e.processRunning,
       steps: e.steps ?? [],
       criuLog: e.cause?.logErrors ?? [],
