@@ -1,5 +1,8 @@
 // CheckpointOptions as containerd sends them (Task.Checkpoint's options), parsed and validated, and the
-// CRIU flags a restore reads back from the options a snapshot's manifest recorded.
+// CRIU flags a restore reads back from the options a snapshot's manifest recorded. Two types arrive:
+// containerd.runc.v1.CheckpointOptions, and the legacy containerd.linux.runc.CheckpointOptions that
+// containerd 1.6/1.7 clients build for runtimes not named io.containerd.runc.* (WithCheckpointImagePath);
+// they carry the same fields (with work_path and image_path numbered the other way round).
 import * as path from 'node:path';
 import { KybernateError } from '../errors';
 import { containerd } from '../gen/proto';
@@ -12,31 +15,46 @@ export interface ParsedCheckpointOptions extends CriuFlags {
   emptyNamespaces: string[];
   workPath?: string;
   parentPath?: string;
+  /**
+   * image_path as sent. containerd reads it itself (runc runtime names: it then skips the content
+   * store); the dump goes to CheckpointTaskRequest.path, as containerd's runc shim does it.
+   */
+  imagePath?: string;
 }
 
 const CHECKPOINT_OPTIONS = 'containerd.runc.v1.CheckpointOptions';
+const LEGACY_CHECKPOINT_OPTIONS = 'containerd.linux.runc.CheckpointOptions';
+
+/** The fields both types share (the legacy one has no parent_path). */
+type AnyCheckpointOptions = Omit<containerd.runc.v1.CheckpointOptions, 'parentPath' | 'toJSON'> & { parentPath?: string };
+
+function decodeCheckpointOptions(name: string, value: Uint8Array): AnyCheckpointOptions {
+  try {
+    if (name === LEGACY_CHECKPOINT_OPTIONS) return containerd.linux.runc.CheckpointOptions.decode(value);
+    return containerd.runc.v1.CheckpointOptions.decode(value);
+  } catch (err) {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid checkpoint options: ${(err as Error).message}`, { cause: err });
+  }
+}
 const NAMESPACE_NAMES = new Set(['network', 'pid', 'ipc', 'uts', 'mount', 'user', 'cgroup', 'time']);
 
 export function parseCheckpointOptions(any: { type_url?: string | null; value?: Uint8Array | null } | null | undefined): ParsedCheckpointOptions {
   const out: ParsedCheckpointOptions = { exit: false, emptyNamespaces: [] };
   if (!any?.type_url) return out;
-  if (typeName(any.type_url) !== CHECKPOINT_OPTIONS) {
-    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid checkpoint options type ${any.type_url} (want ${CHECKPOINT_OPTIONS})`);
+  const name = typeName(any.type_url);
+  if (name !== CHECKPOINT_OPTIONS && name !== LEGACY_CHECKPOINT_OPTIONS) {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT',
+      `invalid checkpoint options type ${any.type_url} (want ${CHECKPOINT_OPTIONS} or ${LEGACY_CHECKPOINT_OPTIONS})`);
   }
-  let o: containerd.runc.v1.CheckpointOptions;
-  try {
-    o = containerd.runc.v1.CheckpointOptions.decode(any.value ?? new Uint8Array());
-  } catch (err) {
-    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid checkpoint options: ${(err as Error).message}`, { cause: err });
-  }
+  const o = decodeCheckpointOptions(name, any.value ?? new Uint8Array());
   for (const ns of o.emptyNamespaces) {
     if (!NAMESPACE_NAMES.has(ns)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid empty namespace ${JSON.stringify(ns)}`);
   }
   if (o.cgroupsMode && !['soft', 'full', 'strict', 'ignore'].includes(o.cgroupsMode)) {
     throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid cgroups mode ${JSON.stringify(o.cgroupsMode)}`);
   }
-  for (const [name, p] of [['work path', o.workPath], ['parent path', o.parentPath]] as const) {
-    if (p && !path.isAbsolute(p)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `checkpoint ${name} must be absolute: ${JSON.stringify(p)}`);
+  for (const [what, p] of [['work path', o.workPath], ['parent path', o.parentPath]] as const) {
+    if (p && !path.isAbsolute(p)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `checkpoint ${what} must be absolute: ${JSON.stringify(p)}`);
   }
   out.exit = o.exit;
   out.tcpEstablished = o.openTcp;
@@ -47,6 +65,7 @@ export function parseCheckpointOptions(any: { type_url?: string | null; value?: 
   if (o.cgroupsMode) out.manageCgroupsMode = o.cgroupsMode;
   if (o.workPath) out.workPath = o.workPath;
   if (o.parentPath) out.parentPath = o.parentPath;
+  if (o.imagePath) out.imagePath = o.imagePath;
   return out;
 }
 

@@ -16,11 +16,11 @@ describe('parseCheckpointOptions', () => {
   it('maps every field the runc shim honours, with or without a type URL host', () => {
     const o = parseCheckpointOptions(any({
       exit: true, openTcp: true, externalUnixSockets: true, terminal: true, fileLocks: true, emptyNamespaces: ['network'],
-      cgroupsMode: 'soft', workPath: '/tmp/w', parentPath: '/tmp/p', imagePath: '/ignored',
+      cgroupsMode: 'soft', workPath: '/tmp/w', parentPath: '/tmp/p', imagePath: '/tmp/i',
     }, 'type.googleapis.com/containerd.runc.v1.CheckpointOptions'));
     expect(o).toEqual({
       exit: true, tcpEstablished: true, extUnixSk: true, shellJob: true, fileLocks: true, emptyNamespaces: ['network'],
-      manageCgroupsMode: 'soft', workPath: '/tmp/w', parentPath: '/tmp/p',
+      manageCgroupsMode: 'soft', workPath: '/tmp/w', parentPath: '/tmp/p', imagePath: '/tmp/i',
     });
   });
 

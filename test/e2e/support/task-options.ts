@@ -75,3 +75,10 @@ export class ScriptDir {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/** Tasks.Checkpoint of `id` with `options` as given (any type); resolves to the descriptors. */
+export function checkpointWith(cd: Containerd, id: string, options: AnyOptions, lease: string): Promise<containerd.types.IDescriptor[]> {
+  const c = new ContainerdClient(cd.address, cd.namespace, lease);
+  return c.unary('/containerd.services.tasks.v1.Tasks/Checkpoint', tasksApi.CheckpointTaskRequest,
+    tasksApi.CheckpointTaskResponse, { containerId: id, options }).then((r) => r.descriptors).finally(() => c.close());
+}
