@@ -1,12 +1,14 @@
 // What happens around the shim: containerd restarts, the shim is SIGKILLed, a container is OOM-killed.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { TEST_IMAGE } from './support/harness';
 import { describeMatrix } from './support/matrix';
 import {
   LOOP, alive, bundleDir, cmdline, ppid, runDetached, task, tasks, waitFor, waitStatus,
 } from './support/ctr';
-import { eventContainerId, watchEvents } from './support/grpc';
+import { deleteTask, eventContainerId, watchEvents } from './support/grpc';
 
 describeMatrix('resilience', (ctx) => {
   it('containers keep running across a containerd restart; exec and kill still work', async () => {
@@ -60,17 +62,27 @@ describeMatrix('resilience', (ctx) => {
   it('an OOM-killed container exits 137 and /tasks/oom is published', async () => {
     const { cd, rt } = ctx;
     const id = ctx.id('oom');
+    // Both shims watch a container's cgroup for OOM kills from the end of Start on (containerd's runc shim
+    // adds it to its OOM watcher once runc start has returned), and an OOM before that is never reported
+    // (cgroup v1's eventfd fires for OOMs after it was registered; the v2 watchers compare oom_kill with the
+    // count they first read). A dd exec'd as init can be killed before that, so the container allocates only
+    // once `ctr run -d`, i.e. Start, has returned: it waits for a file the test then creates.
+    const sync = mkdtempSync(join(tmpdir(), 'kyb-oom-'));
     const watch = await watchEvents(cd.address, cd.namespace);
     try {
-      // dd allocates its whole block before reading, so 64 MiB blocks cannot fit a 16 MiB limit.
-      const r = await cd.ctr(['run', '--rm', '--runtime', rt.runtime, '--memory-limit', String(16 << 20),
-        TEST_IMAGE, id, 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=4']);
-      expect(r.code).toBe(137);
+      await cd.ctrOk(['run', '-d', '--runtime', rt.runtime, '--memory-limit', String(16 << 20),
+        '--mount', `type=bind,src=${sync},dst=/sync,options=rbind:ro`, TEST_IMAGE, id,
+        // dd allocates its whole block before reading, so 64 MiB blocks cannot fit a 16 MiB limit.
+        'sh', '-c', 'until [ -e /sync/go ]; do sleep 0.01; done; exec dd if=/dev/zero of=/dev/null bs=64M count=4']);
+      writeFileSync(join(sync, 'go'), '');
       const ev = await watch.waitFor((e) => e.topic === '/tasks/oom' && eventContainerId(e) === id, 15_000);
       expect(ev.namespace).toBe(cd.namespace);
       expect(ev.typeUrl).toBe('containerd.events.TaskOOM');
+      await waitStatus(cd, id, 'STOPPED');
+      expect((await deleteTask(cd.address, cd.namespace, id)).exitStatus).toBe(137);
     } finally {
       watch.close();
+      rmSync(sync, { recursive: true, force: true });
     }
   });
 });
