@@ -102,7 +102,12 @@ export function hashListDigest(chunks: readonly string[]): string {
  * Hashes every regular file under `dir` (recursively; a symlink, socket, device or FIFO is an error, since
  * it cannot be verified by content) and writes the manifest last, atomically.
  */
-export async function writeManifest(dir: string, input: ManifestInput): Promise<SnapshotManifest> {
+/**
+ * `durable`: every file and directory is fsync'd before the manifest names them, for a snapshot that is
+ * all that is left of its workload (--exit). A snapshot of a workload that runs on needs no more than
+ * the manifest's own sync: a file that did not reach the disk fails its checksum at restore.
+ */
+export async function writeManifest(dir: string, input: ManifestInput, opts: { durable?: boolean } = {}): Promise<SnapshotManifest> {
   // Field by field, so that nothing else a caller's object carries (a `files` or `version` of an old
   // manifest, say) reaches the file.
   const head = {
@@ -141,7 +146,7 @@ export async function writeManifest(dir: string, input: ManifestInput): Promise<
   });
 
   // The manifest vouches for the files: they reach the disk before it does.
-  await syncAll(dir, entries).catch(failed('cannot sync it to disk'));
+  if (opts.durable) await syncAll(dir, entries).catch(failed('cannot sync it to disk'));
   const manifest: SnapshotManifest = { ...head, files };
   await writeAtomic(dir, `${JSON.stringify(manifest, null, 2)}\n`).catch(failed(`cannot write ${MANIFEST_FILE}`));
   return manifest;

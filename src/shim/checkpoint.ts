@@ -9,7 +9,7 @@
 // - Any failure leaves the container running (or paused, as it was) with its GPU state on the GPU, and
 //   the directory without a partial snapshot (src/checkpoint/snapshot-dir.ts); the error names the step
 //   that failed.
-// - kybernate-manifest.json is written only after every image file is complete and synced to disk.
+// - kybernate-manifest.json is written only after every image file is complete (--exit: and synced to disk).
 // - --exit: the processes die only once the snapshot is complete and durable, and run no instruction
 //   after their dump. The CRIU gate (criu-gate.ts) holds CRIU at post-dump while the manifest is
 //   written; a failed manifest makes CRIU resume them instead of killing them. A container without a
@@ -151,7 +151,7 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
       cuda: { pids: gpu.cudaPids, nsPids, deviceMemoryBytes: gpu.deviceMemoryBytes },
       options: { ...manifestOptions(opts), suspendedInPlace: !!c.gpuSuspension },
       steps: steps.map((s) => ({ step: s.pid ? `${s.step}:${s.pid}` : s.step, ms: Math.round(s.ms * 1000) / 1000 })),
-    });
+    }, { durable: opts.exit });
     await attempt.commit();
     state.committed = true;
     steps.push({ step: 'manifest', ms: performance.now() - tManifest });
