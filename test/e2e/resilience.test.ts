@@ -63,10 +63,11 @@ describeMatrix('resilience', (ctx) => {
     const { cd, rt } = ctx;
     const id = ctx.id('oom');
     // Both shims watch a container's cgroup for OOM kills from the end of Start on (containerd's runc shim
-    // adds it to its OOM watcher once runc start has returned), and an OOM before that is never reported
-    // (cgroup v1's eventfd fires for OOMs after it was registered; the v2 watchers compare oom_kill with the
-    // count they first read). A dd exec'd as init can be killed before that, so the container allocates only
-    // once `ctr run -d`, i.e. Start, has returned: it waits for a file the test then creates.
+    // adds it to its OOM watcher once runc start has returned), and an OOM before that is never reported:
+    // cgroup v1's eventfd signals only OOMs after its registration, and the v2 watchers react only to
+    // memory.events changing after they started. A dd exec'd as init can be killed before that, so the
+    // container allocates only once `ctr run -d`, i.e. Start, has returned: it waits for a file the test
+    // then creates.
     const sync = mkdtempSync(join(tmpdir(), 'kyb-oom-'));
     const watch = await watchEvents(cd.address, cd.namespace);
     try {
