@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { containerd } from '../../src/gen/proto';
 import { describeMatrix } from './support/matrix';
-import { runDetached, task, waitStatus } from './support/ctr';
+import { LOOP, ppid, runDetached, task, waitStatus } from './support/ctr';
 import {
   COUNTER, checkpointDaemonOptions, counterPast, createLease, criuMissing, criuTar, deleteLease, deleteTaskOf,
   removeDaemonRuntimeDirs, restoreTask,
 } from './support/checkpoint';
 import { defaultRuncRoot } from '../../src/shim/bundle-state';
-import { checkpointWith } from './support/task-options';
+import { checkpointWith, createContainer, createTask, startTask, withShimCgroup } from './support/task-options';
 
 afterAll(removeDaemonRuntimeDirs);
 
@@ -32,6 +32,21 @@ describeMatrix('legacy runc option types', (ctx) => {
     // libcontainer records the create flags in its state; --no-pivot becomes no_pivot_root.
     const state = JSON.parse(readFileSync(join(defaultRuncRoot(cd.namespace), id, 'state.json'), 'utf8')) as { config?: { no_pivot_root?: boolean } };
     expect(state.config?.no_pivot_root).toBe(true);
+  });
+
+  it('CreateOptions.shim_cgroup (WithShimCgroup): start moves the new shim into the cgroup', async () => {
+    const { cd, rt } = ctx;
+    const id = ctx.id('legacy-shimcg');
+    await withShimCgroup(cd, id, `kyb-legacy-shimcg-${process.pid}-${cd.version}`, async (cgroup) => {
+      await createContainer(cd, rt.runtime, id, LOOP);
+      const options = {
+        type_url: 'containerd.linux.runc.CreateOptions',
+        value: containerd.linux.runc.CreateOptions.encode({ shimCgroup: cgroup }).finish(),
+      };
+      const pid = await createTask(cd, id, options);
+      await startTask(cd, id);
+      return ppid(pid);
+    });
   });
 
   it.skipIf(criuMissing() !== undefined)('Tasks.Checkpoint with CheckpointOptions{exit}: the task stops and its image restores', async () => {

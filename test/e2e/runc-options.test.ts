@@ -1,14 +1,16 @@
 // Runtime options the runc shim honours, for runc and kybernate alike (issue 8): BinaryName wrappers run
 // in the bundle directory and their failures are reported, and ShimCgroup moves the new shim into a cgroup.
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statfsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { containerd } from '../../src/gen/proto';
 import { FEATURES_TYPE_URL } from '../../src/shim/manager/info';
 import { ContainerdClient, deleteTask } from './support/grpc';
 import { describeMatrix } from './support/matrix';
-import { LOOP, ppid, removeContainer, waitFor, waitStatus } from './support/ctr';
-import { ScriptDir, createContainer, createTask, rejection, runcOptions, startTask } from './support/task-options';
+import { LOOP, ppid, waitStatus } from './support/ctr';
+import {
+  ScriptDir, createContainer, createTask, rejection, runcOptions, startTask, withShimCgroup,
+} from './support/task-options';
 
 function findRunc(): string {
   const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/usr/bin'];
@@ -20,31 +22,6 @@ function findRunc(): string {
 /** Shell snippet: exit 42 with `text` on stderr when runc's subcommand (an argument) is `sub`. */
 function failOn(sub: string, text: string): string {
   return `for a in "$@"; do [ "$a" = ${sub} ] && { echo "${text}" >&2; exit 42; }; done`;
-}
-
-// --- cgroups: v2 when /sys/fs/cgroup is cgroup2, else the v1 hierarchies the test needs ---
-
-const CGROUP2_MAGIC = 0x63677270;
-const unified = statfsSync('/sys/fs/cgroup').type === CGROUP2_MAGIC;
-/** Hierarchies a v1 test cgroup is made in (cpuset would need cpus/mems before a process may join). */
-const V1_HIERARCHIES = ['memory', 'pids'];
-
-function cgroupDirs(name: string): string[] {
-  return unified ? [join('/sys/fs/cgroup', name)] : V1_HIERARCHIES.map((h) => join('/sys/fs/cgroup', h, name));
-}
-
-/** /proc/<pid>/cgroup as hierarchy (controllers, or '' for v2) → path. */
-function cgroupsOf(pid: number): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n')) {
-    const [, ctl, p] = /^\d+:([^:]*):(.*)$/.exec(line) ?? [];
-    if (ctl !== undefined && p !== undefined) out.set(ctl, p);
-  }
-  return out;
-}
-
-function empty(dir: string): boolean {
-  return readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() === '';
 }
 
 describeMatrix('runc options', (ctx) => {
@@ -114,25 +91,13 @@ describeMatrix('runc options', (ctx) => {
 
   it('ShimCgroup: start moves the new shim process into the cgroup', async () => {
     const { cd, rt } = ctx;
-    const name = `kyb-shimcg-${rt.kind}-${process.pid}-${cd.version}`;
-    const dirs = cgroupDirs(name);
-    for (const d of dirs) mkdirSync(d);
     const id = ctx.id('shimcg');
-    try {
+    await withShimCgroup(cd, id, `kyb-shimcg-${rt.kind}-${process.pid}-${cd.version}`, async (cgroup) => {
       await createContainer(cd, rt.runtime, id, LOOP);
-      const pid = await createTask(cd, id, runcOptions({ shimCgroup: `/${name}` }));
+      const pid = await createTask(cd, id, runcOptions({ shimCgroup: cgroup }));
       await startTask(cd, id);
-      const groups = cgroupsOf(ppid(pid));
-      if (unified) expect(groups.get('')).toBe(`/${name}`);
-      else for (const h of V1_HIERARCHIES) expect(groups.get(h)).toBe(`/${name}`);
-    } finally {
-      // The shim leaves the cgroup by exiting, after its last container is gone.
-      await removeContainer(cd, id);
-      for (const d of dirs) {
-        await waitFor(`cgroup ${d} to empty`, () => empty(d), 20_000);
-        rmdirSync(d);
-      }
-    }
+      return ppid(pid);
+    });
   });
 });
 

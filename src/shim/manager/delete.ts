@@ -15,8 +15,10 @@ const SIGKILL_STATUS = 128 + 9;
 function forceDeleteContainer(bundle: string, flags: ShimFlags, st: BundleState | undefined): Promise<void> {
   const root = st?.runcRoot ?? defaultRuncRoot(flags.namespace);
   const args = ['--root', root, 'delete', '--force', flags.id];
+  // In the bundle, like every runc the daemon runs (a BinaryName wrapper may read ./config.json).
+  const cwd = fs.existsSync(bundle) ? bundle : undefined;
   return new Promise((resolve) => {
-    execFile(st?.runcBinary ?? 'runc', args, { timeout: RUNC_DELETE_TIMEOUT_MS, env: runcEnv() }, () => resolve());
+    execFile(st?.runcBinary ?? 'runc', args, { cwd, timeout: RUNC_DELETE_TIMEOUT_MS, env: runcEnv() }, () => resolve());
   });
 }
 

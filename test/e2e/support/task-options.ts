@@ -1,13 +1,17 @@
 // Tasks created over containerd's gRPC API with explicit runtime options (CreateTaskRequest.options): ctr
 // sets runc options (--runc-binary, …) only for io.containerd.runc.v2, and containerd hands the task's
 // options to the shim's `start` on stdin and to its Create, for every runtime name.
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statfsSync, writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { containerd } from '../../../src/gen/proto';
 import { snapshotMounts } from './checkpoint';
 import { ContainerdClient } from './grpc';
+import { expect } from 'vitest';
 import { TEST_IMAGE, type Containerd } from './harness';
+import { removeContainer, waitFor } from './ctr';
 
 const tasksApi = containerd.services.tasks.v1;
 
@@ -81,4 +85,50 @@ export function checkpointWith(cd: Containerd, id: string, options: AnyOptions, 
   const c = new ContainerdClient(cd.address, cd.namespace, lease);
   return c.unary('/containerd.services.tasks.v1.Tasks/Checkpoint', tasksApi.CheckpointTaskRequest,
     tasksApi.CheckpointTaskResponse, { containerId: id, options }).then((r) => r.descriptors).finally(() => c.close());
+}
+
+// --- cgroups: v2 when /sys/fs/cgroup is cgroup2, else the v1 hierarchies the test needs ---
+
+const CGROUP2_MAGIC = 0x63677270;
+const unified = statfsSync('/sys/fs/cgroup').type === CGROUP2_MAGIC;
+/** Hierarchies a v1 test cgroup is made in (cpuset would need cpus/mems before a process may join). */
+const V1_HIERARCHIES = ['memory', 'pids'];
+
+function cgroupDirs(name: string): string[] {
+  return unified ? [join('/sys/fs/cgroup', name)] : V1_HIERARCHIES.map((h) => join('/sys/fs/cgroup', h, name));
+}
+
+/** /proc/<pid>/cgroup as hierarchy (controllers, or '' for v2) → path. */
+function cgroupsOf(pid: number): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n')) {
+    const [, ctl, p] = /^\d+:([^:]*):(.*)$/.exec(line) ?? [];
+    if (ctl !== undefined && p !== undefined) out.set(ctl, p);
+  }
+  return out;
+}
+
+function empty(dir: string): boolean {
+  return readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() === '';
+}
+
+/**
+ * Makes cgroup `name` (v2, or in V1_HIERARCHIES), runs `fn` with its path ("/name"), which starts
+ * container `id` and resolves to its shim's pid, and asserts that the shim is in the cgroup. Afterwards
+ * the container is removed, and the cgroup once the shim has left it by exiting.
+ */
+export async function withShimCgroup(cd: Containerd, id: string, name: string, fn: (cgroup: string) => Promise<number>): Promise<void> {
+  const dirs = cgroupDirs(name);
+  for (const d of dirs) mkdirSync(d);
+  try {
+    const groups = cgroupsOf(await fn(`/${name}`));
+    if (unified) expect(groups.get('')).toBe(`/${name}`);
+    else for (const h of V1_HIERARCHIES) expect(groups.get(h)).toBe(`/${name}`);
+  } finally {
+    await removeContainer(cd, id);
+    for (const d of dirs) {
+      await waitFor(`cgroup ${d} to empty`, () => empty(d), 20_000);
+      rmdirSync(d);
+    }
+  }
 }
