@@ -58,6 +58,8 @@ export class TaskService {
    * before TaskExit), as containerd's runc shim does (preStart/handleStarted).
    */
   private pendingExits: Array<{ pid: number; status: number }> = [];
+  /** Processes whose Start is in flight: their exits wait for their start event. */
+  private readonly starting = new Set<Process>();
   private opsInFlight = 0;
 
   constructor(private readonly deps: ServiceDeps) {}
@@ -86,6 +88,9 @@ export class TaskService {
         ...(r.checkpoint ? { checkpoint: r.checkpoint } : {}),
       });
       this.containers.set(r.id, c);
+      // Watched before Create returns, so before Start can let the workload run: an OOM kill at its first
+      // instruction is not missed (containerd's runc shim starts watching only after Start returned).
+      if (!r.checkpoint) await this.watchOom(c);
       if (r.checkpoint) this.deps.log.info({ id: r.id, checkpoint: r.checkpoint, ms: performance.now() - t0 }, 'created from a checkpoint');
       this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
         containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,
@@ -103,8 +108,10 @@ export class TaskService {
   async start(r: Req<'StartRequest'>): Promise<containerd.task.v2.IStartResponse> {
     const c = this.container(r.id);
     const p = c.process(r.execId);
-    // Exits seen while this start runs are held back until its start event is queued (TaskStart before TaskExit).
+    // Exits seen while this start runs, of this process too, are held back until its start event is
+    // queued (TaskStart before TaskExit, as containerd's runc shim publishes them).
     this.opsInFlight++;
+    this.starting.add(p);
     try {
       await p.start();
       if (r.execId) {
@@ -112,9 +119,11 @@ export class TaskService {
       } else {
         if (c.init.restorePlan) this.deps.log.info({ id: c.id, pid: p.pid, steps: c.init.restoreSteps }, 'restored');
         this.publish('/tasks/start', 'containerd.events.TaskStart', E.TaskStart.encode({ containerId: c.id, pid: p.pid }).finish());
-        this.watchOom(c);
+        // A restored init has a pid only now; a created one is watched from Create on.
+        if (c.init.restorePlan) await this.watchOom(c);
       }
     } finally {
+      this.starting.delete(p);
       this.opsInFlight--;
       this.replayPendingExits();
     }
@@ -255,22 +264,34 @@ export class TaskService {
 
   private readonly oomWatches = new Map<Container, { close(): void }>();
 
-  private watchOom(c: Container): void {
-    void import('./cgroups').then(({ watchOom }) => {
+  /** Never rejects: a container whose OOM kills cannot be watched still runs (with a warning). */
+  private async watchOom(c: Container): Promise<void> {
+    try {
+      const { watchOom } = await import('./cgroups');
       if (!this.containers.has(c.id) || c.init.exit) return;
       const w = watchOom(c.init.pid, () => {
         this.publish('/tasks/oom', 'containerd.events.TaskOOM', E.TaskOOM.encode({ containerId: c.id }).finish());
       });
       this.oomWatches.set(c, w);
-    }).catch((err: unknown) => this.deps.log.warn({ id: c.id, err: String(err) }, 'cannot watch for OOM kills'));
+    } catch (err) {
+      this.deps.log.warn({ id: c.id, err: String(err) }, 'cannot watch for OOM kills');
+    }
   }
 
   /** The one place exits become state and events. */
   handleExit(pid: number, status: number): void {
     for (const c of this.containers.values()) {
-      if (c.init.pid === pid && !c.init.exit && !this.heldInitExits.has(c)) { this.initExited(c, status); return; }
+      if (c.init.pid === pid && !c.init.exit && !this.heldInitExits.has(c)) {
+        if (this.starting.has(c.init)) this.pendingExits.push({ pid, status });
+        else this.initExited(c, status);
+        return;
+      }
       for (const e of c.execs.values()) {
-        if (e.pid === pid && !e.exit) { this.execExited(c, e, status); return; }
+        if (e.pid === pid && !e.exit) {
+          if (this.starting.has(e)) this.pendingExits.push({ pid, status });
+          else this.execExited(c, e, status);
+          return;
+        }
       }
     }
     if (this.opsInFlight > 0) this.pendingExits.push({ pid, status });

@@ -62,8 +62,8 @@ describeMatrix('resilience', (ctx) => {
   it('an OOM-killed container exits 137 and /tasks/oom is published', async () => {
     const { cd, rt } = ctx;
     const id = ctx.id('oom');
-    // Both shims watch a container's cgroup for OOM kills from the end of Start on (containerd's runc shim
-    // adds it to its OOM watcher once runc start has returned), and an OOM before that is never reported:
+    // containerd's runc shim watches a container's cgroup for OOM kills from the end of Start on (it adds
+    // it to its OOM watcher once runc start has returned), and an OOM before that is never reported:
     // cgroup v1's eventfd signals only OOMs after its registration, and the v2 watchers react only to
     // memory.events changing after they started. A dd exec'd as init can be killed before that, so the
     // container allocates only once `ctr run -d`, i.e. Start, has returned: it waits for a file the test
@@ -86,4 +86,21 @@ describeMatrix('resilience', (ctx) => {
       rmSync(sync, { recursive: true, force: true });
     }
   });
+
+  if (ctx.rt.kind === 'kybernate') {
+    it('an OOM kill at the first instruction after Start is published too (kybernate only: it watches from Create on)', async () => {
+      const { cd, rt } = ctx;
+      const id = ctx.id('oom-at-once');
+      const watch = await watchEvents(cd.address, cd.namespace);
+      try {
+        const r = await cd.ctr(['run', '--rm', '--runtime', rt.runtime, '--memory-limit', String(16 << 20),
+          TEST_IMAGE, id, 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=4']);
+        expect(r.code).toBe(137);
+        const ev = await watch.waitFor((e) => e.topic === '/tasks/oom' && eventContainerId(e) === id, 15_000);
+        expect(ev.typeUrl).toBe('containerd.events.TaskOOM');
+      } finally {
+        watch.close();
+      }
+    });
+  }
 });

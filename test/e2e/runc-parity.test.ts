@@ -67,6 +67,21 @@ exit 0
   return file;
 }
 
+/**
+ * A runc that answers `start` a second late (a descheduled or slow runtime): the init, `true`, has exited
+ * by the time the shim learns that Start succeeded.
+ */
+function slowStartRunc(): string {
+  const file = join(tempDir('kyb-runc-slow-'), 'runc');
+  writeFileSync(file, `#!/bin/sh
+'${realRunc()}' "$@"; rc=$?
+for a in "$@"; do [ "$a" = start ] && sleep 1; done
+exit $rc
+`);
+  chmodSync(file, 0o755);
+  return file;
+}
+
 /** A reader on a new FIFO that collects everything written to it (opened non-blocking: never waits for a writer). */
 function fifoReader(dir: string, name: string): { path: string; text(): string; close(): void } {
   const path = join(dir, name);
@@ -120,6 +135,26 @@ describeMatrix('runc parity', (ctx) => {
       expect(containerd.events.TaskExit.decode(ev.value)).toMatchObject({ pid: created.pid, exitStatus: 137 });
       expect(await deleteTask(cd.address, cd.namespace, id)).toEqual({ pid: created.pid, exitStatus: 137 });
       expect(await task(cd, id)).toBeUndefined();
+    } finally {
+      watch.close();
+    }
+  });
+
+  it('an init that exits while its Start is still in flight is published after TaskStart', async () => {
+    const { cd, rt } = ctx;
+    const id = ctx.id('exit-in-start');
+    await cd.ctrOk(['containers', 'create', '--runtime', rt.runtime, TEST_IMAGE, id, 'true']);
+    const rootfs = await snapshotMounts(cd, id);
+    const options = { type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode({ binaryName: slowStartRunc() }).finish() };
+    const watch = await watchEvents(cd.address, cd.namespace);
+    try {
+      await withClient(async (c) => {
+        await c.unary('/containerd.services.tasks.v1.Tasks/Create', tasksApi.CreateTaskRequest, tasksApi.CreateTaskResponse, { containerId: id, rootfs, options });
+        await c.unary('/containerd.services.tasks.v1.Tasks/Start', tasksApi.StartRequest, tasksApi.StartResponse, { containerId: id });
+      });
+      await watch.waitFor((e) => e.topic === '/tasks/exit' && eventContainerId(e) === id, 15_000);
+      const topics = watch.events.filter((e) => eventContainerId(e) === id).map((e) => e.topic);
+      expect(topics.filter((t) => ['/tasks/create', '/tasks/start', '/tasks/exit'].includes(t))).toEqual(['/tasks/create', '/tasks/start', '/tasks/exit']);
     } finally {
       watch.close();
     }
