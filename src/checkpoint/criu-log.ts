@@ -163,7 +163,9 @@ export function describePid(pid: number, proc = '/proc'): string | undefined {
   const close = st.lastIndexOf(')');
   const comm = st.slice(st.indexOf('(') + 1, close);
   const [state, ppid] = st.slice(close + 2).split(' ');
-  const cmdline = (readProc(proc, pid, 'cmdline') ?? '').split('\0').filter(Boolean).join(' ');
+  // One line, however the arguments were written (a `python3 -c` script has newlines), and short.
+  const args = (readProc(proc, pid, 'cmdline') ?? '').split('\0').filter(Boolean).join(' ').replace(/\s+/g, ' ').trim();
+  const cmdline = args.length > 120 ? `${args.slice(0, 117)}...` : args;
   if (state === 'Z') {
     const parent = Number(ppid);
     const pcomm = readProc(proc, parent, 'comm')?.trim();

@@ -50,6 +50,15 @@ describe('CRIU restore log excerpts', () => {
       'has not reaped it): have that parent reap it (or stop the parent), then restore again');
   });
 
+  it('names the holder on one line, however its arguments were written', async () => {
+    const p = spawn(python!, ['-c', 'import time\nwhile True:\n    time.sleep(1)'], { stdio: 'ignore' });
+    defer(() => p.kill('SIGKILL'));
+    await until(() => fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').includes('time.sleep'));
+    const d = diagnoseCriuRestore(log(`(00.1) Error (criu/cr-restore.c:1237): Can't fork for ${p.pid}: File exists`));
+    expect(d?.sentence).toContain(`pid ${p.pid} is in use by "${python} -c import time while True: time.sleep(1)" (python3)`);
+    expect(d?.sentence).not.toContain('\n');
+  });
+
   it('pid in use then, free now: says to restore again', async () => {
     const pid = await freePid();
     const d = diagnoseCriuRestore(log(`(00.1) Error (criu/cr-restore.c:1237): Can't fork for ${pid}: File exists`));
