@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { diagnoseCriuRestore, diagnoseCriuRestoreFile } from '../../src/checkpoint/criu-log';
 import { checkpointProcess, restoreProcess, StepError } from '../../src/checkpoint/process';
 import { bundle, kybernate } from '../cli/helpers';
@@ -108,6 +108,9 @@ describe('CRIU restore log excerpts', () => {
 });
 
 describe.skipIf(broken !== undefined)(`a real CRIU restore whose pid is in use${broken ? ` (skipped: ${broken})` : ''}`, () => {
+  // The bundle waits for the build lock, which a parallel `make build` may hold for a while.
+  beforeAll(() => bundle(), 300_000);
+
   it('restoreProcess and `kybernate process restore` say who holds the pid and what to do, with the log path', async () => {
     const d = dir('pidinuse');
     const images = path.join(d, 'img');
@@ -125,11 +128,10 @@ describe.skipIf(broken !== undefined)(`a real CRIU restore whose pid is in use${
       `stop that process \\(kill ${c.pid}\\), then restore again; a restored tree gets its old pids back \\(CRIU log: ${logFile.replace(/[.]/g, '\\.')}\\)$`);
     expect(err.message).toMatch(sentence);
 
-    await bundle();
     const r = await kybernate(['process', 'restore', '--images', images]);
     expect(r.code).toBe(1);
     expect(r.stderr.split('\n')[0]).toMatch(new RegExp(sentence.source.replace('^', '^kybernate: ')));
     const j = await kybernate(['process', 'restore', '--images', images, '--json']);
     expect(JSON.parse(j.stdout)).toMatchObject({ ok: false, step: 'criu-restore', diagnosis: 'pid-in-use', logFile });
-  });
+  }, 120_000);
 });
