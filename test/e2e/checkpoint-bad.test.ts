@@ -3,7 +3,9 @@
 // anything runs. The damaged image reaches the shim the way every containerd version hands over a
 // checkpoint: a criu tar in the content store, named in Tasks.Create, unpacked by containerd into a
 // directory that becomes the shim's Create{checkpoint}.
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Long from 'long';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import type { Containerd } from './support/harness';
@@ -111,6 +113,27 @@ describeMatrix('checkpoint bad images', (ctx) => {
     expect(failure.details).toMatch(/truncat|size|corrupt/i);
     expect(failure.details).toContain(entryName(target));
     await assertNothingStartedThenRestore(c);
+  });
+
+  it('a restore CRIU fails on says why in one sentence with the fix: a file the container had open is gone', async () => {
+    const { cd, rt } = ctx;
+    const id = ctx.id('bad-gone-file');
+    const host = mkdtempSync(join(tmpdir(), 'kyb-e2e-gone-'));
+    try {
+      writeFileSync(join(host, 'held'), 'x');
+      await runDetached(cd, rt.runtime, id, ['sh', '-c', 'exec 3</h/held; while :; do sleep 0.1; done'],
+        ['--mount', `type=bind,src=${host},dst=/h,options=rbind:rw`]);
+      leases.push(id);
+      const ck = criuTar(await checkpointTask(cd, id, { exit: true }, await createLease(cd, id)));
+      await waitStatus(cd, id, 'STOPPED');
+      await deleteTaskOf(cd, id);
+      rmSync(join(host, 'held'));
+      const failure = await failureOf(restoreTask(cd, id, ck));
+      expect(failure.details).toMatch(/the file \S*held that the tree had open is gone: put it back where it was, then restore again \(CRIU log: \S+criu-restore\.log\)/);
+      expect(failure.code).toBe(9); // FAILED_PRECONDITION: the node, not the image, must change
+    } finally {
+      rmSync(host, { recursive: true, force: true });
+    }
   });
 
   it('a checkpoint without its manifest is refused', async () => {

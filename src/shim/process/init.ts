@@ -8,6 +8,7 @@ import { KybernateError, errNotFound } from '../../errors';
 import { readPidFile, type Runc } from '../runc';
 import { keepRestoreLog, restoreGpuState, type RestorePlan } from '../restore';
 import { CriuGate } from '../criu-gate';
+import { diagnoseCriuRestoreFile } from '../../checkpoint/criu-log';
 import { Process } from './process';
 
 export interface InitConfig {
@@ -87,6 +88,9 @@ export class InitProcess extends Process {
       if (refusal === undefined && gate?.reached('post-restore')) await plan.checksums.catch(() => undefined);
       if (refusal !== undefined) throw refusal;
       const log = keepRestoreLog(plan, this.cfg.bundle);
+      // The common CRIU failures in one sentence with the fix; anything else as runc reported it.
+      const why = log ? diagnoseCriuRestoreFile(log, { dumpCriuVersion: plan.manifest.versions.criu }) : undefined;
+      if (why) throw new KybernateError(why.errorCode, `restore of ${this.cfg.id} failed at criu-restore: ${why.sentence} (CRIU log: ${log})`, { cause: err });
       throw new KybernateError('KYB_ERR_RESTORE_FAILED', `restore of ${this.cfg.id} failed at criu-restore: ${(err as Error).message}${log ? `; log: ${log}` : ''}`, { cause: err });
     } finally {
       gate?.disarm();

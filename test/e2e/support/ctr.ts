@@ -66,11 +66,13 @@ export async function removeContainer(cd: Containerd, id: string): Promise<void>
   const t = await task(cd, id).catch(() => undefined);
   if (t) {
     if (t.status === 'PAUSED') await cd.ctr(['tasks', 'resume', id], o);
-    if (t.status !== 'STOPPED') {
+    // A task created from a checkpoint whose Start failed has no process (pid 0) to kill.
+    if (t.status !== 'STOPPED' && !(t.status === 'CREATED' && t.pid === 0)) {
       await cd.ctr(['tasks', 'kill', '-a', '-s', 'SIGKILL', id], o);
       await waitStatus(cd, id, 'STOPPED', 10_000).catch(() => undefined);
     }
-    await cd.ctr(['tasks', 'rm', '-f', id], o);
+    // containerd deletes a created task with pid 0 as it is; 1.6's forced delete waits ~15 s for it first.
+    await cd.ctr(['tasks', 'rm', ...(t.status === 'CREATED' && t.pid === 0 ? [] : ['-f']), id], o);
   }
   await cd.ctr(['containers', 'rm', id], o);
 }
