@@ -241,7 +241,7 @@ describeMatrix('checkpoint promises of the kybernate shim', (ctx) => {
 
 // ctr task checkpoint --image-path reaches a non-runc shim on containerd 2.x only.
 describeMatrix('checkpoint promises of the kybernate shim with --image-path', (ctx) => {
-  fixture(ctx);
+  const fx = fixture(ctx);
 
   it('ctr task checkpoint --exit --image-path on a nearly full tmpfs fails, keeps the task running, and leaves the directory empty', async () => {
     const { cd, rt } = ctx;
@@ -295,7 +295,7 @@ describeMatrix('checkpoint promises of the kybernate shim with --image-path', (c
     const entries: TarEntry[] = readdirSync(ck).map((name): TarEntry => ({
       header: { name, type: 'file', mode: 0o600, size: statSync(join(ck, name)).size } as TarEntry['header'], data: Buffer.from(readFileSync(join(ck, name))),
     }));
-    const failure = await failureOf(restoreTask(cd, fresh, await fixturePut(cd, fresh, entries)));
+    const failure = await failureOf(restoreTask(cd, fresh, await fx.put(cd, fresh, entries)));
     expect(failure.details).toMatch(/incomplete/);
 
     // The next checkpoint into it starts afresh and completes.
@@ -307,14 +307,6 @@ describeMatrix('checkpoint promises of the kybernate shim with --image-path', (c
     expect(readdirSync(ck)).not.toContain(INCOMPLETE);
   });
 
-  const puts: string[] = [];
-  afterEach(async () => { for (const d of puts.splice(0)) await contentRm(ctx.cd, d); });
-  async function fixturePut(cd: Containerd, id: string, entries: TarEntry[]): Promise<Descriptor> {
-    const data = await writeTar(entries);
-    const digest = await contentPut(cd, `kybernate-${id}`, data);
-    puts.push(digest);
-    return { mediaType: CRIU_TAR_MEDIA_TYPE, digest, size: Long.fromNumber(data.length) };
-  }
 }, {
   runtimes: ['kybernate'],
   start: daemonOptions,
