@@ -15,7 +15,7 @@ import Long from 'long';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { TEST_IMAGE, type Containerd, type ContainerdVersion } from './support/harness';
 import { describeMatrix, type MatrixContext } from './support/matrix';
-import { ppid, runDetached, sleep, task, waitFor, waitStatus } from './support/ctr';
+import { bundleDir, ppid, runDetached, sleep, task, waitFor, waitStatus } from './support/ctr';
 import {
   COUNTER, CRIU_DAEMON_ENV, CRIU_TAR_MEDIA_TYPE, checkpointTask, contentGet, contentPut, contentRm, counterPast,
   createLease, criuMissing, criuTar, deleteLease, deleteTaskOf, entryName, failureOf, readTar, restoreTask, writeTar,
@@ -204,6 +204,34 @@ describeMatrix('checkpoint promises of the kybernate shim', (ctx) => {
       return { ...e, data: Buffer.from(JSON.stringify(m)) };
     });
     await refusedWithoutRunning(d, damaged, target);
+  });
+
+  it('a container without a CRIU gate (as an older shim created it): --exit on a full disk keeps it running; with room it stops at its last state', async () => {
+    const { cd, rt, version } = ctx;
+    const xdg = xdgOf.get(version)!;
+    const id = ctx.id('exit-nogate');
+    const host = hostDir();
+    const all = join(host, 'all');
+    const { pid } = await runDetached(cd, rt.runtime, id, APPENDER, bindHost(host));
+    rmSync(join(bundleDir(cd, id), 'criu-gate', 'gate.sh'));
+    await waitFor('the appender to write', () => lines(all).length > 100);
+    // 16 pages: far less than the appender's images.
+    resize(xdg, 16 * PAGE);
+    const failure = await failureOf(checkpointTask(cd, id, { exit: true }, await fx.lease(`${id}-full`)));
+    expect(failure.details).toMatch(/ENOSPC|No space left|no space/i);
+    expect(await task(cd, id)).toEqual({ pid, status: 'RUNNING' });
+    const before = lines(all).length;
+    await waitFor('the appender to go on', () => lines(all).length > before + 100);
+    resize(xdg, 64 << 20);
+    const ck = criuTar(await checkpointTask(cd, id, { exit: true }, await fx.lease(id)));
+    await waitStatus(cd, id, 'STOPPED');
+    const atDump = lines(all).length;
+    await deleteTaskOf(cd, id);
+    await restoreTask(cd, id, ck);
+    await waitFor('the restored appender to write', () => lines(all).length > atDump + 1000);
+    await cd.ctr(['tasks', 'kill', '-s', 'SIGKILL', id]);
+    await waitStatus(cd, id, 'STOPPED');
+    expect(firstBreak(lines(all))).toBeUndefined();
   });
 
   it('--exit into a disk too small for the snapshot fails and the container keeps running with nothing left behind', async () => {
