@@ -70,7 +70,8 @@ describeMatrix('checkpoint bad images', (ctx) => {
   /** Stores `entries` as a criu tar and restores the container from it; resolves to the refusal. */
   async function restoreFrom(cd: Containerd, id: string, entries: TarEntry[]): Promise<CallFailure> {
     const data = await writeTar(entries);
-    const digest = await contentPut(cd, `kybernate-bad-${id}`, data);
+    leases.push(`${id}-bad`);
+    const digest = await contentPut(cd, `kybernate-bad-${id}`, data, await createLease(cd, `${id}-bad`));
     digests.push(digest);
     return failureOf(restoreTask(cd, id, { mediaType: CRIU_TAR_MEDIA_TYPE, digest, size: Long.fromNumber(data.length) }));
   }

@@ -12,13 +12,15 @@ import { existsSync, mkdtempSync, statfsSync, readFileSync, readdirSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Long from 'long';
+import { containerd } from '../../src/gen/proto';
+import { ContainerdClient } from './support/grpc';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { TEST_IMAGE, type Containerd, type ContainerdVersion } from './support/harness';
 import { describeMatrix, type MatrixContext } from './support/matrix';
 import { bundleDir, ppid, runDetached, sleep, task, waitFor, waitStatus } from './support/ctr';
 import {
   COUNTER, CRIU_DAEMON_ENV, callFailure, CRIU_TAR_MEDIA_TYPE, checkpointTask, contentGet, contentPut, contentRm, counterPast,
-  createLease, criuMissing, criuTar, deleteLease, deleteTaskOf, entryName, failureOf, readTar, restoreTask, writeTar,
+  createLease, criuMissing, criuTar, deleteLease, deleteTaskOf, entryName, failureOf, readTar, restoreTask, snapshotMounts, writeTar,
   type Descriptor, type TarEntry,
 } from './support/checkpoint';
 
@@ -120,7 +122,7 @@ function fixture(ctx: MatrixContext) {
     },
     async put(cd: Containerd, id: string, entries: TarEntry[]): Promise<Descriptor> {
       const data = await writeTar(entries);
-      const digest = await contentPut(cd, `kybernate-${id}`, data);
+      const digest = await contentPut(cd, `kybernate-${id}`, data, await this.lease(`${id}-put`));
       digests.push(digest);
       return { mediaType: CRIU_TAR_MEDIA_TYPE, digest, size: Long.fromNumber(data.length) };
     },
@@ -288,7 +290,7 @@ describeMatrix('checkpoint promises of the kybernate shim', (ctx) => {
 
 // ctr task checkpoint --image-path reaches a non-runc shim on containerd 2.x only.
 describeMatrix('checkpoint promises of the kybernate shim with --image-path', (ctx) => {
-  const fx = fixture(ctx);
+  fixture(ctx);
 
   it('ctr task checkpoint --exit --image-path on a nearly full tmpfs fails, keeps the task running, and leaves the directory empty', async () => {
     const { cd, rt } = ctx;
@@ -344,14 +346,19 @@ describeMatrix('checkpoint promises of the kybernate shim with --image-path', (c
       return now === undefined || now.status === 'STOPPED';
     });
 
-    // What a restore from it sees (through the content store, as every containerd version hands it over).
+    // A restore from the directory itself (containerd 2.x hands runc options' criu_image_path to any shim).
     const fresh = ctx.id('imgpath-kill-restore');
     await cd.ctrOk(['containers', 'create', '--runtime', rt.runtime, TEST_IMAGE, fresh, ...COUNTER]);
-    const entries: TarEntry[] = readdirSync(ck).map((name): TarEntry => ({
-      header: { name, type: 'file', mode: 0o600, size: statSync(join(ck, name)).size } as TarEntry['header'], data: Buffer.from(readFileSync(join(ck, name))),
-    }));
-    const failure = await failureOf(restoreTask(cd, fresh, await fx.put(cd, fresh, entries)));
-    expect(failure.details).toMatch(/incomplete/);
+    const rootfs = await snapshotMounts(cd, fresh);
+    const options = { type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode({ criuImagePath: ck }).finish() };
+    const client = new ContainerdClient(cd.address, cd.namespace);
+    try {
+      const failure = await failureOf(client.unary('/containerd.services.tasks.v1.Tasks/Create', containerd.services.tasks.v1.CreateTaskRequest,
+        containerd.services.tasks.v1.CreateTaskResponse, { containerId: fresh, rootfs, options }));
+      expect(failure.details).toMatch(/is incomplete: the checkpoint that wrote it failed or was cut short/);
+    } finally {
+      client.close();
+    }
 
     // The next checkpoint into it starts afresh and completes.
     const next = ctx.id('imgpath-kill-next');

@@ -41,9 +41,10 @@ function generate(name, files) {
 }
 
 fs.mkdirSync(outDir, { recursive: true });
-// Kubernetes' CRI messages are only for the tests that play kubelet: kept out of the module the shim
-// bundles (it parses every message type at start-up).
-const TEST_ONLY = (f) => f.startsWith('k8s/');
+// Kubernetes' CRI messages (for the tests that play kubelet) and containerd's Content service (for the
+// tests that store blobs) are test-only: kept out of the module the shim bundles (it parses every message
+// type at start-up).
+const TEST_ONLY = (f) => f.startsWith('k8s/') || f.startsWith('containerd/services/content/');
 generate('proto', walk(protoDir).filter((f) => !TEST_ONLY(f)).sort());
 generate('cri', walk(protoDir).filter(TEST_ONLY).sort());
 generate('actions', ACTION_FILES);

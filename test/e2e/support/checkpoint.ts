@@ -7,13 +7,16 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
+import Long from 'long';
 import { extract as tarExtract, pack as tarPack, type Header as TarHeader } from 'tar-stream';
 import { containerd } from '../../../src/gen/proto';
+import * as testApi from '../../../src/gen/cri';
 import { ContainerdClient } from './grpc';
 import { binDir, type Containerd, type StartOptions } from './harness';
 import { readInContainer, task, waitFor } from './ctr';
 
 const tasksApi = containerd.services.tasks.v1;
+const contentApi = testApi.containerd.services.content.v1;
 
 /**
  * Environment for this suite's daemons, inherited by the shims, runc and criu. CRIU dumps hang on this
@@ -267,13 +270,21 @@ export function contentGet(cd: Containerd, digest: string): Promise<Buffer> {
 }
 
 /**
- * Writes `data` into the content store under `ref` and marks it a garbage-collection root (ctr's
- * ingest holds no lease); resolves to its digest. `contentRm` removes it.
+ * Writes `data` into the content store under `ref`, held by `lease` (Content.Write committed in one
+ * message on a call that carries the lease, so that the garbage collector can never see it unreferenced;
+ * `ctr content ingest` holds a lease of its own only until it exits). Resolves to its digest; `contentRm`
+ * removes it, deleting the lease frees it.
  */
-export async function contentPut(cd: Containerd, ref: string, data: Buffer): Promise<string> {
+export async function contentPut(cd: Containerd, ref: string, data: Buffer, lease: string): Promise<string> {
   const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
-  await ctrBinary(cd, ['content', 'ingest', '--expected-size', String(data.length), '--expected-digest', digest, ref], data);
-  await cd.ctrOk(['content', 'label', digest, `containerd.io/gc.root=${new Date().toISOString()}`]);
+  const c = new ContainerdClient(cd.address, cd.namespace, lease);
+  try {
+    const res = await c.stream('/containerd.services.content.v1.Content/Write', contentApi.WriteContentRequest,
+      contentApi.WriteContentResponse, [{ action: contentApi.WriteAction.COMMIT, ref, total: Long.fromNumber(data.length), expected: digest, offset: Long.ZERO, data }]);
+    if (res.digest !== digest) throw new Error(`content write of ${ref} committed ${res.digest}, not ${digest}`);
+  } finally {
+    c.close();
+  }
   return digest;
 }
 

@@ -54,6 +54,20 @@ export class ContainerdClient {
       this.metadata());
   }
 
+  /** A client-streaming call sent as `reqs`; resolves to the last response. */
+  async stream<Req, Res>(method: string, reqType: Encoder<Req>, resType: Decoder<Res>, reqs: Req[]): Promise<Res> {
+    const call = this.client.makeBidiStreamRequest(method, serializer(reqType), (b: Buffer) => resType.decode(b), this.metadata(),
+      { deadline: Date.now() + CALL_TIMEOUT_MS });
+    return new Promise((resolve, reject) => {
+      let last: Res | undefined;
+      call.on('data', (r: Res) => { last = r; });
+      call.on('error', (err: Error) => reject(new Error(`${method}: ${err.message}`, { cause: err })));
+      call.on('end', () => (last === undefined ? reject(new Error(`${method}: no response`)) : resolve(last)));
+      for (const r of reqs) call.write(r);
+      call.end();
+    });
+  }
+
   close(): void {
     this.client.close();
   }
