@@ -237,9 +237,12 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
     try {
       manifest = await commitManifest();
     } catch (err) {
-      // Left running, or (--exit without a gate) still frozen: either way it goes on as before.
+      // Left running, or (--exit without a gate) still frozen: either way it goes on as before. With a gate
+      // that CRIU never ran (a runc that ignored org.criu.config) CRIU has killed it already: say so.
       const problems = killOurselves ? await rollback() : '';
-      throw stepError(c, 'manifest', err, `${opts.exit ? ' (the container keeps running)' : ''}${problems}`);
+      const fate = !opts.exit ? '' : killOurselves ? ' (the container keeps running)'
+        : ' (CRIU ran without the gate and the container has exited; its snapshot is incomplete)';
+      throw stepError(c, 'manifest', err, `${fate}${problems}`);
     }
   }
   if (killOurselves) {
