@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NativeError } from './errors';
 import { nativeBinding } from './index';
+import { Semaphore } from './semaphore';
 
 /** CRIU's cgroup handling (criu --manage-cgroups=<mode>). */
 export type CgroupMode = 'ignore' | 'none' | 'props' | 'soft' | 'full' | 'strict' | 'default';
@@ -108,19 +109,8 @@ const b = (): CriuBinding => nativeBinding() as CriuBinding;
 
 export const MAX_CONCURRENT = 2;
 
-let running = 0;
-const waiting: Array<() => void> = [];
-
-async function slot<T>(fn: () => Promise<T>): Promise<T> {
-  if (running >= MAX_CONCURRENT) await new Promise<void>((resolve) => waiting.push(resolve));
-  running++;
-  try {
-    return await fn();
-  } finally {
-    running--;
-    waiting.shift()?.();
-  }
-}
+const slots = new Semaphore(MAX_CONCURRENT);
+const slot = <T>(fn: () => Promise<T>): Promise<T> => slots.run(fn);
 
 /** The criu binary the addon runs: KYBERNATE_CRIU, else the first `criu` on PATH or in the sbin dirs. */
 export function criuBinary(): string | undefined {

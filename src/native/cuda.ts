@@ -12,6 +12,7 @@
 import { performance } from 'node:perf_hooks';
 import { NativeError } from './errors';
 import { nativeBinding } from './index';
+import { Semaphore } from './semaphore';
 
 export type CudaProcessState = 'running' | 'locked' | 'checkpointed' | 'failed';
 
@@ -73,20 +74,8 @@ export const TRANSFER_WATCHDOG_MS = 15 * 60_000;
 /** Observed (ENVIRONMENT.md): a lock can outlast its own timeout; the watchdog adds this much. */
 export const LOCK_GRACE_MS = 60_000;
 
-let running = 0;
-const waiting: Array<() => void> = [];
-
-async function slot<T>(fn: () => Promise<T>): Promise<T> {
-  if (running >= MAX_CONCURRENT) await new Promise<void>((resolve) => waiting.push(resolve));
-  else running++;
-  try {
-    return await fn();
-  } finally {
-    const next = waiting.shift();
-    if (next !== undefined) next(); // the slot passes on without going free
-    else running--;
-  }
-}
+const slots = new Semaphore(MAX_CONCURRENT);
+const slot = <T>(fn: () => Promise<T>): Promise<T> => slots.run(fn);
 
 function convert(err: unknown, site: Error): unknown {
   const out = NativeError.from(err, site);
