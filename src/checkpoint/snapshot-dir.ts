@@ -6,7 +6,8 @@
 //   readManifest refuses a directory that holds it.
 // - The manifest of an earlier snapshot in the directory is removed before anything is overwritten.
 // - abort() removes what the attempt wrote; files that were there before it stay, with the marker, since
-//   the attempt may have overwritten some of them.
+//   the attempt may have overwritten some of them. After commit() it removes nothing: the snapshot is
+//   complete, whatever failed later.
 // - A directory whose marker an earlier attempt left behind holds nothing of value: begin() empties it.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -28,6 +29,7 @@ async function syncDir(dir: string): Promise<void> {
 }
 
 export class SnapshotAttempt {
+  private committed = false;
   private constructor(readonly dir: string, private readonly before: ReadonlySet<string>) {}
 
   static async begin(dir: string, info: AttemptInfo): Promise<SnapshotAttempt> {
@@ -61,10 +63,12 @@ export class SnapshotAttempt {
   async commit(): Promise<void> {
     await fs.promises.rm(path.join(this.dir, INCOMPLETE_FILE), { force: true });
     await syncDir(this.dir);
+    this.committed = true;
   }
 
   /** The attempt failed: remove what it wrote. Never throws; says what it could not remove. */
   async abort(): Promise<string | undefined> {
+    if (this.committed) return undefined;
     try {
       const names = await fs.promises.readdir(this.dir);
       await Promise.all(names.filter((n) => n !== INCOMPLETE_FILE && !this.before.has(n))

@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import { KybernateError } from '../errors';
 import { containerd } from '../gen/proto';
-import { typeName } from './options';
+import { CGROUPS_MODES, typeName } from './options';
 import type { CriuFlags } from './runc';
 
 /** CheckpointOptions as the shim applies them; nil options from containerd mean "leave running". */
@@ -50,7 +50,7 @@ export function parseCheckpointOptions(any: { type_url?: string | null; value?: 
   for (const ns of o.emptyNamespaces) {
     if (!NAMESPACE_NAMES.has(ns)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid empty namespace ${JSON.stringify(ns)}`);
   }
-  if (o.cgroupsMode && !['soft', 'full', 'strict', 'ignore'].includes(o.cgroupsMode)) {
+  if (o.cgroupsMode && !CGROUPS_MODES.includes(o.cgroupsMode)) {
     throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid cgroups mode ${JSON.stringify(o.cgroupsMode)}`);
   }
   for (const [what, p] of [['work path', o.workPath], ['parent path', o.parentPath]] as const) {

@@ -114,20 +114,18 @@ async function suspendGpu(c: Container, paused: boolean, pids: number[]): Promis
  */
 export async function checkpointContainer(c: Container, dir: string, opts: ParsedCheckpointOptions): Promise<CheckpointSummary> {
   const attempt = await SnapshotAttempt.begin(dir, { container: c.id, namespace: c.namespace });
-  const state = { committed: false };
   try {
-    return await checkpointInto(c, dir, opts, attempt, state);
+    return await checkpointInto(c, dir, opts, attempt);
   } catch (err) {
-    // Once committed the snapshot is complete: it is kept whatever failed after that.
-    const left = state.committed ? undefined : await attempt.abort();
+    // Once committed the snapshot is complete: abort() keeps it whatever failed after that.
+    const left = await attempt.abort();
     if (!left) throw err;
     const e = KybernateError.is(err) ? err : stepError(c, 'checkpoint', err);
     throw new KybernateError(e.code, `${e.message}; ${left}`, { cause: err });
   }
 }
 
-async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointOptions, attempt: SnapshotAttempt,
-  state: { committed: boolean }): Promise<CheckpointSummary> {
+async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointOptions, attempt: SnapshotAttempt): Promise<CheckpointSummary> {
   const steps: CheckpointSummary['steps'] = [];
   const t0 = performance.now();
   const paused = c.init.status === 'paused';
@@ -153,28 +151,26 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
       steps: steps.map((s) => ({ step: s.pid ? `${s.step}:${s.pid}` : s.step, ms: Math.round(s.ms * 1000) / 1000 })),
     }, { durable: opts.exit });
     await attempt.commit();
-    state.committed = true;
     steps.push({ step: 'manifest', ms: performance.now() - tManifest });
     return m;
   };
 
   // --exit: CRIU kills the processes only after the gate's verdict; without a gate the container is
   // frozen for the dump and killed by us.
-  const gate = opts.exit ? CriuGate.of(c.bundle) : undefined;
+  const gate = opts.exit ? CriuGate.of(c.bundle, annotations) : undefined;
   const killOurselves = opts.exit && !gate;
   let frozenHere = false;
   if (killOurselves && !paused) {
     await c.runc.pause(c.id).catch((err: unknown) => { throw stepError(c, 'freeze', err); });
     frozenHere = true;
   }
+  /** The CUDA processes' state back on the GPU (restore + unlock), the container thawed meanwhile if paused. */
+  const resumeGpu = () => thawed(c, paused, async () => { await resumeGpuProcesses(gpu.cudaPids, {}); });
   /** Gives the container back as it was: thawed if we froze it, its GPU state back on the GPU. */
   const rollback = async (): Promise<string> => {
     let problems = '';
     if (frozenHere) await c.runc.resume(c.id).catch((e: unknown) => { problems += `; thaw failed: ${(e as Error).message}`; });
-    if (gpu.suspendedHere) {
-      await thawed(c, paused, async () => { await resumeGpuProcesses(gpu.cudaPids, {}); })
-        .catch((e: unknown) => { problems += `; GPU rollback failed too: ${(e as Error).message}`; });
-    }
+    if (gpu.suspendedHere) await resumeGpu().catch((e: unknown) => { problems += `; GPU rollback failed too: ${(e as Error).message}`; });
     return problems;
   };
 
@@ -226,7 +222,7 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
   if (!opts.exit && gpu.suspendedHere) {
     const tResume = performance.now();
     try {
-      await thawed(c, paused, async () => { await resumeGpuProcesses(gpu.cudaPids, {}); });
+      await resumeGpu();
     } catch (err) {
       throw stepError(c, 'cuda-restore', err, ' (the images were written; the workload\'s GPU state could not be restored)');
     }

@@ -83,12 +83,14 @@ export class CriuGate {
     return gate;
   }
 
-  /** The gate of a container created with one (its spec points at it); undefined otherwise. */
-  static of(bundle: string): CriuGate | undefined {
+  /**
+   * The gate of a container created with one (`annotations`, its spec's, point at it and the script is
+   * there); undefined otherwise.
+   */
+  static of(bundle: string, annotations: Record<string, string>): CriuGate | undefined {
     const dir = path.join(bundle, DIR_NAME);
+    if (annotations[CRIU_CONFIG_ANNOTATION] !== path.join(dir, 'criu.conf')) return undefined;
     try {
-      const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, string> };
-      if (spec.annotations?.[CRIU_CONFIG_ANNOTATION] !== path.join(dir, 'criu.conf')) return undefined;
       if (!fs.statSync(path.join(dir, 'gate.sh')).isFile()) return undefined;
     } catch {
       return undefined;

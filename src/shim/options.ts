@@ -26,7 +26,8 @@ export interface RuntimeOptions {
   restoreCriuFlags?: CriuFlags;
 }
 
-const CGROUPS_MODES = ['soft', 'full', 'strict', 'ignore'];
+/** CRIU's --manage-cgroups-mode values, as runc passes them on. */
+export const CGROUPS_MODES: readonly string[] = ['soft', 'full', 'strict', 'ignore'];
 
 /** legacy CreateOptions → RuntimeOptions: the fields runtime v1 gave runc create/restore. */
 function applyLegacyCreateOptions(o: containerd.linux.runc.CreateOptions, opts: RuntimeOptions): void {

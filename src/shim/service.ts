@@ -90,8 +90,8 @@ export class TaskService {
       this.containers.set(r.id, c);
       // Watched before Create returns, so before Start can let the workload run: an OOM kill at its first
       // instruction is not missed (containerd's runc shim starts watching only after Start returned).
-      if (!r.checkpoint) await this.watchOom(c);
       if (r.checkpoint) this.deps.log.info({ id: r.id, checkpoint: r.checkpoint, ms: performance.now() - t0 }, 'created from a checkpoint');
+      else await this.watchOom(c);
       this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
         containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,
         io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },

@@ -63,6 +63,16 @@ describe('SnapshotAttempt', () => {
     expect((await refusal(dir)).message).toMatch(/incomplete/);
   });
 
+  it('abort after commit keeps the complete snapshot', async () => {
+    const dir = join(root(), 'ck');
+    const a = await SnapshotAttempt.begin(dir, who);
+    writeFileSync(join(dir, 'pages-1.img'), 'x');
+    writeFileSync(join(dir, MANIFEST_FILE), '{}');
+    await a.commit();
+    expect(await a.abort()).toBeUndefined();
+    expect(readdirSync(dir).sort()).toEqual([MANIFEST_FILE, 'pages-1.img']);
+  });
+
   it('begin empties a directory an earlier attempt left marked', async () => {
     const dir = root();
     writeFileSync(join(dir, INCOMPLETE_FILE), 'not even JSON');

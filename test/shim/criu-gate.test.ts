@@ -32,7 +32,8 @@ describe('CriuGate', () => {
     const gate = CriuGate.prepare(b)!;
     expect(spec(b).annotations[CRIU_CONFIG_ANNOTATION]).toBe(join(b, 'criu-gate', 'criu.conf'));
     expect(existsSync(join(b, 'criu-gate', 'criu.conf'))).toBe(false);
-    expect(CriuGate.of(b)).toBeDefined();
+    expect(CriuGate.of(b, spec(b).annotations)).toBeDefined();
+    expect(CriuGate.of(b, {})).toBeUndefined();
     gate.arm('post-dump');
     expect(readFileSync(join(b, 'criu-gate', 'criu.conf'), 'utf8')).toMatch(/^action-script \//m);
     gate.disarm();
