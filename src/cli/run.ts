@@ -1,6 +1,6 @@
 // Command dispatch. Each command module is imported only when it runs, so `kybernate doctor` does not
 // parse the checkpoint code and vice versa.
-import { RUNTIME_NAME, VERSION } from '../shim/version';
+import { RUNTIME_NAME, VERSION } from '../version';
 import { USAGE, commandUsage, helpKey } from './usage';
 
 export { USAGE };

@@ -19,14 +19,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { KybernateError } from '../errors';
-import { findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type GpuStep } from '../checkpoint/gpu';
-import { specDigest, writeManifest, type SnapshotManifest } from '../checkpoint/manifest';
-import { SnapshotAttempt } from '../checkpoint/snapshot-dir';
+import { findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type GpuStep } from '../gpu/engine';
+import { specDigest, writeManifest, type SnapshotManifest } from '../snapshot/manifest';
+import { SnapshotAttempt } from '../snapshot/attempt';
 import type { Container } from './container';
 import { manifestOptions, type ParsedCheckpointOptions } from './checkpoint-options';
 import { keepCriStatsDump } from './cri-files';
 import { CriuGate } from './criu-gate';
-import { gpuMemoryOf, gpusOfSpec, nodeFacts, nsPidOf, warmCuda } from './node-facts';
+import { gpuMemoryOf, gpusOfSpec, nodeFacts, nsPidOf, warmCuda } from '../host/facts';
 
 const CUDA_LOCK_TIMEOUT_MS = 10_000;
 

@@ -5,11 +5,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { KybernateError } from '../errors';
-import { resumeGpuProcesses } from '../checkpoint/gpu';
-import { checkManifest, readManifest, verifyChecksums, type Expectations, type SnapshotManifest } from '../checkpoint/manifest';
+import { resumeGpuProcesses } from '../gpu/engine';
+import { checkManifest, readManifest, verifyChecksums, type Expectations, type SnapshotManifest } from '../snapshot/manifest';
 import type { CriuFlags, Runc } from './runc';
 import { criuFlagsOf } from './checkpoint-options';
-import { nodeFacts, nsPidOf, warmCuda } from './node-facts';
+import { nodeFacts, nsPidOf, warmCuda } from '../host/facts';
 
 export interface RestorePlan {
   imagePath: string;

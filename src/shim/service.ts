@@ -15,7 +15,7 @@ import { parseRuntimeOptions, typeName } from './options';
 import type { Process } from './process/process';
 import type { ExitInfo, StatusName } from './process/types';
 import type { Publisher } from './publisher';
-import { VERSION } from './version';
+import { VERSION } from '../version';
 
 const T = containerd.task.v2;
 const E = containerd.events;

@@ -11,12 +11,12 @@
 // - Suspend and resume of one container never overlap (one queue per container).
 import { performance } from 'node:perf_hooks';
 import { KybernateError, errPrecondition } from '../errors';
-import type { CudaApi } from '../checkpoint/cuda-steps';
+import type { CudaApi } from '../gpu/driver';
 import {
   GpuStepError, findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type GpuStepName, type GpuSuspend,
-} from '../checkpoint/gpu';
+} from '../gpu/engine';
 import type { Container } from './container';
-import { warmCuda } from './node-facts';
+import { warmCuda } from '../host/facts';
 
 /** What suspend/resume use of a Container (the class satisfies it). */
 export interface SuspendTarget {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { alive } from '../../src/checkpoint/process';
+import { alive } from '../../src/criu/process';
 import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, root, startCounter, until, cleanupEachTest } from '../criu/helpers';
 
 const exec = promisify(execFile);

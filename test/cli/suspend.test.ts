@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { locateShim } from '../../src/cli/shim-client';
+import { locateShim } from '../../src/shim-client/client';
 import Long from 'long';
 import { kybernate as pb } from '../../src/gen/proto';
 import { TtrpcServer } from '../../src/ttrpc';

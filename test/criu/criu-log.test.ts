@@ -4,8 +4,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { diagnoseCriuRestore, diagnoseCriuRestoreFile } from '../../src/checkpoint/criu-log';
-import { checkpointProcess, restoreProcess, StepError } from '../../src/checkpoint/process';
+import { diagnoseCriuRestore, diagnoseCriuRestoreFile } from '../../src/criu/log';
+import { checkpointProcess, restoreProcess, StepError } from '../../src/criu/process';
 import { bundle, kybernate } from '../cli/helpers';
 import { addonBuilt, cleanupEachTest, dumpBroken, freePid, hasCriu, isRoot, python, startCounter, until } from './helpers';
 

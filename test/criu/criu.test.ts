@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as criu from '../../src/native/criu';
-import { alive } from '../../src/checkpoint/process';
+import { alive } from '../../src/criu/process';
 import { addonBuilt, freePid, probeDump, hasCriu, isRoot, python, sleep, startCounter, tmpDir, until, cleanupEachTest } from './helpers';
 
 const lacks = !isRoot ? 'root' : !hasCriu ? 'the criu binary' : !addonBuilt ? 'a built addon (make build)' : undefined;

@@ -3,8 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cudaSteps, type CudaApi } from '../../src/checkpoint/cuda-steps';
-import { alive, checkpointProcess, MANIFEST, readManifest, restoreProcess, StepError } from '../../src/checkpoint/process';
+import { cudaSteps, type CudaApi } from '../../src/gpu/driver';
+import { alive, checkpointProcess, MANIFEST, readManifest, restoreProcess, StepError } from '../../src/criu/process';
 import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, startCounter, until, cleanupEachTest } from './helpers';
 
 const lacks = !isRoot ? 'root' : !hasCriu ? 'the criu binary' : !addonBuilt ? 'a built addon (make build)' : python === undefined ? 'python3' : undefined;

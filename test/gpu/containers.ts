@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { ShimClient } from '../../src/cli/shim-client';
+import { ShimClient } from '../../src/shim-client/client';
 import { socketAddress } from '../../src/shim/address';
 import { kybernate } from '../../src/gen/proto';
 import { daemonConfig } from '../harness/config';

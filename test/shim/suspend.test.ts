@@ -4,8 +4,8 @@
 // frozen targets as the addon does) and a stand-in container whose freezer can fail. The success
 // paths run for real in test/e2e/suspend.test.ts.
 import { describe, expect, it } from 'vitest';
-import type { CudaApi } from '../../src/checkpoint/cuda-steps';
-import { GpuStepError, findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses } from '../../src/checkpoint/gpu';
+import type { CudaApi } from '../../src/gpu/driver';
+import { GpuStepError, findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses } from '../../src/gpu/engine';
 import { KybernateError } from '../../src/errors';
 import { resumeContainer, suspendContainer, type SuspendTarget } from '../../src/shim/suspend';
 

@@ -1,6 +1,6 @@
 // `kybernate process checkpoint|restore`: the manual checkpoint of one process tree, with its GPU state.
 import { parseArgs } from 'node:util';
-import type { Step, StepError } from '../../checkpoint/process';
+import type { Step, StepError } from '../../criu/process';
 import { UsageError } from '../run';
 
 const FLAGS = {
@@ -82,7 +82,7 @@ async function checkpoint(args: string[]): Promise<number> {
   const pid = Number(values.pid);
   if (values.pid === undefined || !Number.isInteger(pid) || pid <= 0) throw new UsageError('--pid P is required (a positive integer)');
   if (!values.images) throw new UsageError('--images DIR is required');
-  const { checkpointProcess, StepError } = await import('../../checkpoint/process');
+  const { checkpointProcess, StepError } = await import('../../criu/process');
   const json = values.json ?? false;
   try {
     const r = await checkpointProcess({
@@ -112,7 +112,7 @@ async function checkpoint(args: string[]): Promise<number> {
 async function restore(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: FLAGS, strict: true });
   if (!values.images) throw new UsageError('--images DIR is required');
-  const { restoreProcess, StepError } = await import('../../checkpoint/process');
+  const { restoreProcess, StepError } = await import('../../criu/process');
   const json = values.json ?? false;
   try {
     const r = await restoreProcess({

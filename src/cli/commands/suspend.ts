@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { StatusError } from '../../errors';
 import { kybernate } from '../../gen/proto';
-import { DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, ShimClient, validateIdentifier } from '../shim-client';
+import { DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, ShimClient, validateIdentifier } from '../../shim-client/client';
 import { UsageError } from '../run';
 
 const C = kybernate.shim.v1;

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { RUNTIME_NAME } from '../../shim/version';
+import { RUNTIME_NAME } from '../../version';
 import { DEFAULT_ADDRESS, shimBinaryCheck } from './shim-binary';
 
 export type Status = 'OK' | 'WARN' | 'FAIL';

@@ -4,7 +4,7 @@
 // environment read from /proc/<pid>: its working directory, its PATH, the directory of its executable.
 import fs from 'node:fs';
 import path from 'node:path';
-import { RUNTIME_NAME } from '../../shim/version';
+import { RUNTIME_NAME } from '../../version';
 import type { CheckResult } from './checks';
 
 export const DEFAULT_ADDRESS = '/run/containerd/containerd.sock';

@@ -5,7 +5,7 @@
 // annotations (neither does containerd's).
 import * as fs from 'node:fs';
 import { KybernateError } from '../../errors';
-import { REVISION, RUNTIME_NAME, VERSION } from '../version';
+import { REVISION, RUNTIME_NAME, VERSION } from '../../version';
 
 /** The type URL containerd registers for runtime-spec's specs-go/features.Features (a JSON Any). */
 export const FEATURES_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/features/Features';

@@ -8,7 +8,7 @@ import { KybernateError, errNotFound } from '../../errors';
 import { readPidFile, type Runc } from '../runc';
 import { keepRestoreLog, restoreGpuState, type RestorePlan } from '../restore';
 import { CriuGate } from '../criu-gate';
-import { diagnoseCriuRestoreFile } from '../../checkpoint/criu-log';
+import { diagnoseCriuRestoreFile } from '../../criu/log';
 import { Process } from './process';
 
 export interface InitConfig {

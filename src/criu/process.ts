@@ -11,8 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as criu from '../native/criu';
-import { diagnoseCriuRestoreFile, type CriuLogDiagnosis } from './criu-log';
-import { cudaSteps, type CudaApi } from './cuda-steps';
+import { diagnoseCriuRestoreFile, type CriuLogDiagnosis } from './log';
+import { cudaSteps, type CudaApi } from '../gpu/driver';
 
 export const MANIFEST = 'manifest.json';
 const MANIFEST_VERSION = 1;

@@ -3,7 +3,7 @@
 // suspend. src/native/cuda is imported on first use, so a build without it still checkpoints
 // non-CUDA processes.
 import { performance } from 'node:perf_hooks';
-import type { Step, StepName } from './process';
+import type { Step, StepName } from '../criu/process';
 
 /** The part of src/native/cuda this module uses. */
 export interface CudaApi {

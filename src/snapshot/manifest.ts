@@ -16,9 +16,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { KybernateError } from '../errors';
 import { CHUNK_BYTES, hashRanges, type Range } from './hash';
-import { compareVersions, majorOf } from './versions';
+import { compareVersions, majorOf } from '../host/versions';
 
-export { nodeVersions, type BinaryRunner } from './versions';
+export { nodeVersions, type BinaryRunner } from '../host/versions';
 export { CHUNK_BYTES } from './hash';
 
 export const MANIFEST_FILE = 'kybernate-manifest.json';

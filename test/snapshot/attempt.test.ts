@@ -4,8 +4,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { INCOMPLETE_FILE, MANIFEST_FILE, readManifest } from '../../src/checkpoint/manifest';
-import { SnapshotAttempt } from '../../src/checkpoint/snapshot-dir';
+import { INCOMPLETE_FILE, MANIFEST_FILE, readManifest } from '../../src/snapshot/manifest';
+import { SnapshotAttempt } from '../../src/snapshot/attempt';
 import { KybernateError } from '../../src/errors';
 
 const roots: string[] = [];

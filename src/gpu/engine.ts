@@ -12,7 +12,7 @@
 //   So: suspend, then freeze; thaw, then resume.
 import { performance } from 'node:perf_hooks';
 import { KybernateError, type ErrorCode } from '../errors';
-import { loadCuda, type CudaApi } from './cuda-steps';
+import { loadCuda, type CudaApi } from './driver';
 
 export type GpuStepName = 'cuda-lock' | 'cuda-checkpoint' | 'cuda-restore' | 'cuda-unlock';
 

@@ -14,8 +14,8 @@ import { Status, toStatus } from '../../src/errors';
 import {
   CHUNK_BYTES, MANIFEST_FILE, hashListDigest, nodeVersions, readManifest, specDigest, verifyManifest, writeManifest,
   type Expectations, type ManifestInput,
-} from '../../src/checkpoint/manifest';
-import { compareVersions, majorOf } from '../../src/checkpoint/versions';
+} from '../../src/snapshot/manifest';
+import { compareVersions, majorOf } from '../../src/host/versions';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;

@@ -3,9 +3,9 @@
 // child_process: the shim's reaper would steal child_process's children.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { nodeVersions } from '../checkpoint/versions';
+import { nodeVersions } from './versions';
 import { run } from '../native/run';
-import { VERSION } from './version';
+import { VERSION } from '../version';
 
 export interface GpuFact { uuid: string; name: string; memoryBytes: number; index: number }
 
