@@ -1,8 +1,13 @@
-// Facts about this node that a snapshot manifest records and a restore checks: tool versions, the GPU
-// driver and GPUs, pids as a container sees them. Commands run through native/run (the reaper), never
-// child_process: the shim's reaper would steal child_process's children.
+// Facts about this node that a snapshot manifest records, a restore checks and `kybernate doctor` shows:
+// tool versions (versions.ts), the kernel (kernel.ts), the GPU driver and GPUs, pids as a container sees
+// them. src/host is the one place these are probed; the shim, the CLI and the agent ask it.
+//
+// Commands run through native/run, never child_process: in the shim the one native reaper collects every
+// child with waitid, so child_process would never see its children exit (and a child_process child would
+// be reaped behind libuv's back); native/run spawns through the reaper there and falls back to
+// child_process only in a one-shot CLI, where nothing else reaps.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
+import { kernelRelease } from './kernel';
 import { nodeVersions } from './versions';
 import { run } from '../native/run';
 import { VERSION } from '../version';
@@ -19,14 +24,7 @@ export interface NodeFacts {
   gpus: GpuFact[];
 }
 
-const VERSION_TIMEOUT_MS = 5_000;
-
-/** nodeVersions' runner through the reaper. */
-async function reaperRunner(file: string, args: string[]): Promise<string> {
-  const r = await run(file, args, { timeoutMs: VERSION_TIMEOUT_MS });
-  if (r.status !== 0) throw new Error(`${file} exited with status ${r.status}`);
-  return r.stdout.toString();
-}
+const NVIDIA_SMI_TIMEOUT_MS = 5_000;
 
 /** The driver version without loading libcuda: the kernel module reports it. */
 export function nvidiaDriverVersion(): string | undefined {
@@ -75,10 +73,10 @@ let toolCacheRunc = '';
 export async function nodeFacts(runcBinary: string, withGpus: boolean | 'proc'): Promise<NodeFacts> {
   if (!toolCache || toolCacheRunc !== runcBinary) {
     toolCacheRunc = runcBinary;
-    toolCache = nodeVersions(reaperRunner, runcBinary).then(({ criu, runc }) => ({ criu, runc }));
+    toolCache = nodeVersions(undefined, runcBinary).then(({ criu, runc }) => ({ criu, runc }));
   }
   const tools = await toolCache;
-  const facts: NodeFacts = { kernel: os.release(), shim: VERSION, ...tools, gpus: [] };
+  const facts: NodeFacts = { kernel: kernelRelease(), shim: VERSION, ...tools, gpus: [] };
   const driver = nvidiaDriverVersion();
   if (driver) facts.driver = driver;
   if (withGpus === 'proc') {
@@ -112,7 +110,7 @@ export function nsPidOf(pid: number): number {
 /** Device memory used by pids, from nvidia-smi (0 when it is not there: the manifest then says unknown). */
 export async function gpuMemoryOf(pids: number[]): Promise<number> {
   try {
-    const r = await run('nvidia-smi', ['--query-compute-apps=pid,used_memory', '--format=csv,noheader,nounits'], { timeoutMs: VERSION_TIMEOUT_MS });
+    const r = await run('nvidia-smi', ['--query-compute-apps=pid,used_memory', '--format=csv,noheader,nounits'], { timeoutMs: NVIDIA_SMI_TIMEOUT_MS });
     if (r.status !== 0) return 0;
     const want = new Set(pids);
     let mib = 0;
@@ -137,8 +135,8 @@ export function warmCuda(): void {
 
 let gpuList: Promise<GpuFact[]> | undefined;
 
-/** The CUDA driver's GPUs, asked once per shim process (a failed answer is not kept). */
-function cudaGpus(): Promise<GpuFact[]> {
+/** The CUDA driver's GPUs with their memory sizes, asked once per process (a failed answer is not kept). */
+export function cudaGpus(): Promise<GpuFact[]> {
   if (!gpuList) {
     gpuList = import('../native')
       .then(({ cuda }) => cuda.listGpus())
@@ -146,4 +144,10 @@ function cudaGpus(): Promise<GpuFact[]> {
     gpuList.catch(() => { gpuList = undefined; });
   }
   return gpuList;
+}
+
+/** The CUDA driver API version (12080 for 12.8); rejects with KYB_ERR_CUDA_NO_DRIVER without libcuda. */
+export async function cudaDriverVersion(): Promise<number> {
+  const { cuda } = await import('../native');
+  return cuda.cudaDriverVersion();
 }

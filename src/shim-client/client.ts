@@ -5,19 +5,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { KybernateError, Status, StatusError } from '../errors';
+import { validateId } from '../ids';
 import { TtrpcClient, type CallOptions, type Decoder, type Encoder } from '../ttrpc';
 
 export const DEFAULT_STATE_DIR = '/run/containerd';
 export const DEFAULT_NAMESPACE = 'default';
 const TASK_DIR = 'io.containerd.runtime.v2.task';
-const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
-
-export function validateIdentifier(kind: string, value: string): void {
-  if (!IDENTIFIER.test(value)) {
-    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT',
-      `invalid ${kind} ${JSON.stringify(value)}: containerd identifiers are 1-76 of A-Z a-z 0-9 _ . - and start with a letter or digit`);
-  }
-}
 
 export interface ShimLocation {
   /** The task's directory in containerd's state dir. */
@@ -28,8 +21,8 @@ export interface ShimLocation {
 
 /** The socket of the shim serving `id` in `namespace`; NotFound when containerd has no task for it. */
 export function locateShim(stateDir: string, namespace: string, id: string): ShimLocation {
-  validateIdentifier('namespace', namespace);
-  validateIdentifier('container id', id);
+  validateId('namespace', namespace);
+  validateId('container id', id);
   const dir = path.join(stateDir, TASK_DIR, namespace, id);
   let address: string;
   try {
@@ -71,7 +64,11 @@ export class ShimClient {
     }
   }
 
-  /** A unary call; a shim without the service (not kybernate's) is named as such. */
+  /**
+   * A unary call; a shim without the service (not kybernate's) is named as such. UNIMPLEMENTED alone says
+   * so: a ttrpc server answers it for an unknown service or method (ours: src/ttrpc/server.ts's lookup;
+   * containerd's Go shims alike), and no Control handler answers it for anything else.
+   */
   async request<Req, Res>(service: string, method: string, req: Encoder<Req>, res: Decoder<Res>, message: Req,
     opts: CallOptions = {}): Promise<Res> {
     try {
@@ -79,7 +76,7 @@ export class ShimClient {
         ...opts, metadata: { 'containerd-namespace-ttrpc': this.namespace, ...opts.metadata },
       });
     } catch (err) {
-      if (err instanceof StatusError && err.status === Status.UNIMPLEMENTED && /service|method/i.test(err.message)) {
+      if (err instanceof StatusError && err.status === Status.UNIMPLEMENTED) {
         throw new StatusError(err.status,
           `container ${this.id} is not run by the kybernate runtime (its shim has no ${service}/${method}: ${err.message})`);
       }

@@ -137,6 +137,14 @@ function lastLogError(logPath: string, from: number): string | undefined {
   return undefined;
 }
 
+/**
+ * runc's message for an id it has no state for: "container does not exist" (libcontainer.ErrNotExist;
+ * runc 1.0 named the id in quotes). runc reports errors as text only, so this is the one place its text
+ * is classified: such a failure is KYB_ERR_NOT_FOUND (containerd's runc shim maps the same text to
+ * errdefs.ErrNotFound), every other one KYB_ERR_RUNTIME, and callers decide by the code.
+ */
+const CONTAINER_MISSING = /\bcontainer (?:"[^"]*" )?does not exist\b/;
+
 function exitText(status: number, signal: number): string {
   return signal ? `was killed by signal ${signal}` : `exited with status ${status}`;
 }
@@ -152,19 +160,22 @@ export class Runc {
   /**
    * The error of a failed invocation: runc's own message from its log when it wrote one; else what the
    * binary wrote to stderr (`stderr` undefined: its stderr was the container's, not captured), with the
-   * binary and its exit named, since a wrapper (BinaryName) may fail before runc ever runs.
+   * binary and its exit named, since a wrapper (BinaryName) may fail before runc ever runs. An id runc
+   * does not know is KYB_ERR_NOT_FOUND (CONTAINER_MISSING), judged on runc's own words only.
    */
   private runtimeError(op: string, logFrom: number, exit: { status: number; signal: number }, stderr: string | undefined): KybernateError {
     const c = this.config;
-    let msg = lastLogError(c.logPath, logFrom);
+    const logged = lastLogError(c.logPath, logFrom);
+    const said = logged ?? stderr?.trim();
+    let msg = logged;
     if (msg === undefined) {
       const how = `${JSON.stringify(c.binary)} ${exitText(exit.status, exit.signal)}`;
-      const text = stderr?.trim();
-      if (text) msg = `${text} (${how})`;
+      if (said) msg = `${said} (${how})`;
       else if (stderr !== undefined) msg = `${how} without an error in its log ${c.logPath} or on stderr`;
       else msg = `${how} without an error in its log ${c.logPath}; its stderr went to the container's stderr`;
     }
-    return new KybernateError('KYB_ERR_RUNTIME', `runc ${op} failed: ${msg}`);
+    const code = said !== undefined && CONTAINER_MISSING.test(said) ? 'KYB_ERR_NOT_FOUND' : 'KYB_ERR_RUNTIME';
+    return new KybernateError(code, `runc ${op} failed: ${msg}`);
   }
 
   /** The working directory of every runc: the bundle; '/' once the bundle is gone (a late delete). */

@@ -12,6 +12,7 @@ import { locateShim } from '../../src/shim-client/client';
 import Long from 'long';
 import { kybernate as pb } from '../../src/gen/proto';
 import { TtrpcServer } from '../../src/ttrpc';
+import { KybernateError } from '../../src/errors';
 
 const C = pb.shim.v1;
 
@@ -115,6 +116,24 @@ describe('finding and dialing the shim', () => {
       const r = await kybernate('suspend', 'other', '-n', 'ns2', '--state-dir', state);
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/^kybernate: container other is not run by the kybernate runtime \(its shim has no kybernate\.shim\.v1\.Control\/Suspend: /);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('UNIMPLEMENTED names the shim as not kybernate\'s by its code alone, whatever its text', async () => {
+    const sock = path.join(state, 'terse.sock');
+    const server = new TtrpcServer();
+    // A server whose lookup words its answer differently from ours (no "service" or "method" in it).
+    server.register('kybernate.shim.v1.Control', {
+      Suspend: async () => { throw new KybernateError('KYB_ERR_UNIMPLEMENTED', 'unknown'); },
+    });
+    await server.listen(sock);
+    try {
+      writeTask('ns4', 'terse', 'address', `unix://${sock}`);
+      const r = await kybernate('suspend', 'terse', '-n', 'ns4', '--state-dir', state);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe('kybernate: container terse is not run by the kybernate runtime (its shim has no kybernate.shim.v1.Control/Suspend: unknown)\n');
     } finally {
       await server.close();
     }

@@ -4,11 +4,13 @@
 import { parseArgs } from 'node:util';
 import { StatusError } from '../../errors';
 import { kybernate } from '../../gen/proto';
-import { DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, ShimClient, validateIdentifier } from '../../shim-client/client';
+import { validateId } from '../../ids';
+import { DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, ShimClient } from '../../shim-client/client';
+import { CONTROL_SERVICE as SERVICE } from '../../shim-client/control';
+import { fromTimestamp } from '../../timestamp';
 import { UsageError } from '../run';
 
 const C = kybernate.shim.v1;
-const SERVICE = 'kybernate.shim.v1.Control';
 /** Checkpointing a full GPU's memory takes minutes at worst; the default deadline leaves room for that. */
 const DEFAULT_TIMEOUT_S = 20 * 60;
 
@@ -44,7 +46,7 @@ function parse(cmd: string, args: string[], extra: boolean): Parsed {
   };
   for (const [kind, value] of [['namespace', values.namespace ?? DEFAULT_NAMESPACE], ['container id', positionals[0]]] as const) {
     try {
-      validateIdentifier(kind, value);
+      validateId(kind, value);
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
@@ -127,9 +129,7 @@ export function gpuStatusCommand(args: string[]): Promise<number> {
   const p = parse('gpu-status', args, false);
   return withShim(p, async (shim) => {
     const r = await shim.request(SERVICE, 'Status', C.StatusRequest, C.StatusResponse, { id: p.id }, { timeoutMs: p.timeoutMs });
-    const at = r.suspendedAt?.seconds !== undefined && r.suspended
-      ? new Date(Number(r.suspendedAt.seconds) * 1000 + Math.floor((r.suspendedAt.nanos ?? 0) / 1e6)).toISOString()
-      : undefined;
+    const at = r.suspended ? fromTimestamp(r.suspendedAt)?.toISOString() : undefined;
     const pids = r.cudaPids ?? [];
     return {
       json: { suspended: r.suspended ?? false, suspendedAt: at ?? null, cudaPids: pids, taskStatus: r.taskStatus ?? '' },

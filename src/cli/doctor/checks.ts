@@ -1,10 +1,14 @@
 // The checks behind `kybernate doctor`: each reports a status, what it found and, when not OK, the fix.
-// "required" checks make the doctor exit non-zero when they FAIL; the others only warn.
-import { execFile, spawn } from 'node:child_process';
+// "required" checks make the doctor exit non-zero when they FAIL; the others only warn. Facts about the
+// node (versions, kernel, driver, GPUs) come from src/host, the one place they are probed; what is left
+// here are the doctor's own tests (criu check, a test dump) and the verdicts.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
+import { cudaDriverVersion, cudaGpus, nvidiaDriverVersion } from '../../host/facts';
+import { cgroupMode, kernelRelease, transparentHugepages, userfaultfdBuilt, vdsoMapped } from '../../host/kernel';
+import { commandOutput, libcriuVersion, toolVersion, which } from '../../host/versions';
 import { RUNTIME_NAME } from '../../version';
 import { DEFAULT_ADDRESS, shimBinaryCheck } from './shim-binary';
 
@@ -20,51 +24,26 @@ export interface CheckResult {
   data?: Record<string, unknown>;
 }
 
-const run = promisify(execFile);
 const PROBE_TIMEOUT_MS = 10_000;
-const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin'];
-
-export function which(name: string): string | undefined {
-  for (const d of [...(process.env.PATH ?? '').split(':'), ...SBIN]) {
-    if (!d) continue;
-    const p = path.join(d, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}
-
-async function output(file: string, args: string[]): Promise<{ ok: boolean; text: string }> {
-  try {
-    const { stdout, stderr } = await run(file, args, { timeout: 30_000 });
-    return { ok: true, text: `${stdout}${stderr}`.trim() };
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string; message: string };
-    return { ok: false, text: `${e.stdout ?? ''}${e.stderr ?? ''}`.trim() || e.message };
-  }
-}
 
 const CRIU_FIX = 'install CRIU >= 4.0 with libcriu (Debian: apt-get install -t trixie criu libcriu-dev), ' +
   'or set KYBERNATE_CRIU / KYBERNATE_LIBCRIU to their paths';
 
 export async function criuChecks(): Promise<CheckResult[]> {
-  const criu = await import('../../native/criu');
   const out: CheckResult[] = [];
-  let v: number;
+  let found: Awaited<ReturnType<typeof libcriuVersion>>;
   try {
-    v = await criu.version();
+    found = await libcriuVersion();
   } catch (err) {
     return [{ name: 'criu', status: 'FAIL', value: (err as Error).message, fix: CRIU_FIX, required: true }];
   }
-  const bin = criu.criuBinary() ?? 'criu';
+  const v = found.version;
+  const bin = found.binary ?? 'criu';
+  const criu = await import('../../native/criu');
   out.push({
     name: 'criu',
     status: v >= 40000 ? 'OK' : 'WARN',
-    value: `${criu.formatVersion(v)} (${bin}, libcriu ${process.env.KYBERNATE_LIBCRIU || 'libcriu.so.2'})`,
+    value: `${found.formatted} (${bin}, libcriu ${process.env.KYBERNATE_LIBCRIU || 'libcriu.so.2'})`,
     fix: v >= 40000 ? undefined : 'CRIU < 4.0 is untested (3.17 fails on kernels >= 6.x); install CRIU >= 4.0',
     required: true,
     data: { version: v, binary: bin },
@@ -83,7 +62,7 @@ export async function criuChecks(): Promise<CheckResult[]> {
       out.push({ name: 'criu check', status: 'OK', value: 'Looks good (libcriu)', required: true, data: { via: 'libcriu' } });
     } else {
       // CRIU 4.1.1's RPC check crashes when libcriu sends no options; the command is authoritative.
-      const cli = await output(bin, ['check']);
+      const cli = await commandOutput(bin, ['check']);
       const lines = cli.text.split('\n').filter((l) => l && !l.includes('RLIMIT_NOFILE'));
       out.push({
         name: 'criu check',
@@ -178,8 +157,7 @@ async function dumpProbe(criu: typeof import('../../native/criu'), work: string)
 }
 
 function userfaultfd(lazyPages: boolean | undefined): CheckResult {
-  const sysctl = '/proc/sys/vm/unprivileged_userfaultfd';
-  const present = fs.existsSync(sysctl); // the sysctl exists only with CONFIG_USERFAULTFD
+  const present = userfaultfdBuilt();
   const ok = present && lazyPages !== false;
   return {
     name: 'userfaultfd',
@@ -193,7 +171,7 @@ function userfaultfd(lazyPages: boolean | undefined): CheckResult {
 
 export function kernelChecks(): CheckResult[] {
   const out: CheckResult[] = [];
-  const vdso = fs.readFileSync('/proc/self/maps', 'utf8').includes('[vdso]');
+  const vdso = vdsoMapped();
   out.push({
     name: 'vdso',
     status: vdso ? 'OK' : 'WARN',
@@ -202,12 +180,7 @@ export function kernelChecks(): CheckResult[] {
     required: false,
   });
   out.push(cgroupCheck());
-  let thp = 'unknown';
-  try {
-    thp = /\[(\w+)\]/.exec(fs.readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? 'unknown';
-  } catch {
-    // no THP
-  }
+  const thp = transparentHugepages();
   out.push({
     name: 'transparent hugepages',
     status: 'OK',
@@ -215,20 +188,8 @@ export function kernelChecks(): CheckResult[] {
     required: false,
     data: { thp },
   });
-  out.push({ name: 'kernel', status: 'OK', value: os.release(), required: false });
+  out.push({ name: 'kernel', status: 'OK', value: kernelRelease(), required: false });
   return out;
-}
-
-/** 'v2' (unified), 'hybrid' (v1 + v2 at /sys/fs/cgroup/unified) or 'v1'. */
-export function cgroupMode(): 'v1' | 'v2' | 'hybrid' {
-  const CGROUP2_SUPER_MAGIC = 0x63677270;
-  if (fs.statfsSync('/sys/fs/cgroup').type === CGROUP2_SUPER_MAGIC) return 'v2';
-  try {
-    if (fs.statfsSync('/sys/fs/cgroup/unified').type === CGROUP2_SUPER_MAGIC) return 'hybrid';
-  } catch {
-    // no unified mount
-  }
-  return 'v1';
 }
 
 function cgroupCheck(): CheckResult {
@@ -248,8 +209,8 @@ export async function runtimeChecks(address = DEFAULT_ADDRESS): Promise<CheckRes
   if (containerd === undefined) {
     out.push({ name: 'containerd', status: 'FAIL', value: 'not found', fix: 'install containerd >= 1.6', required: true });
   } else {
-    const r = await output(containerd, ['--version']);
-    const version = /\bv?(\d+\.\d+\.\d+\S*)/.exec(r.text)?.[1];
+    const r = await toolVersion('containerd', containerd);
+    const version = r.version;
     out.push({
       name: 'containerd',
       status: r.ok ? 'OK' : 'FAIL',
@@ -265,8 +226,8 @@ export async function runtimeChecks(address = DEFAULT_ADDRESS): Promise<CheckRes
   if (runc === undefined) {
     out.push({ name: 'runc', status: 'FAIL', value: 'not found', fix: 'install runc >= 1.1', required: true });
   } else {
-    const r = await output(runc, ['--version']);
-    const version = /runc version (\S+)/.exec(r.text)?.[1];
+    const r = await toolVersion('runc', runc);
+    const version = r.version;
     out.push({ name: 'runc', status: r.ok ? 'OK' : 'FAIL', value: `${version ?? r.text} (${runc})`, required: true, data: { version } });
   }
   const ipt = which('iptables-restore');
@@ -292,7 +253,7 @@ async function registered(containerd: string): Promise<CheckResult> {
     // no config file: containerd's defaults, which cannot name our runtime
   }
   if (!text.includes(RUNTIME_NAME)) {
-    const dump = await output(containerd, ['config', 'dump']);
+    const dump = await commandOutput(containerd, ['config', 'dump']);
     if (dump.ok && dump.text.includes(RUNTIME_NAME)) {
       text = dump.text;
       where = 'containerd config dump';
@@ -309,22 +270,18 @@ async function registered(containerd: string): Promise<CheckResult> {
 }
 
 export async function cudaChecks(): Promise<CheckResult[]> {
-  let cuda: typeof import('../../native/cuda');
-  try {
-    cuda = await import('../../native/cuda');
-  } catch (err) {
-    return [{ name: 'CUDA driver', status: 'WARN', value: 'CUDA support not built', fix: `rebuild kybernate (${(err as Error).message})`, required: false }];
-  }
+  // The kernel module's version is read without libcuda, so it is known even when libcuda is not found.
+  const kernelModule = nvidiaDriverVersion() ?? null;
   const fixDriver = 'GPU checkpoint needs the NVIDIA driver >= 570 (libcuda.so.1 with cuCheckpointProcess*); ' +
     'set KYBERNATE_LIBCUDA if libcuda.so.1 is not on the loader path';
   let version: number;
   try {
-    version = await cuda.cudaDriverVersion();
+    version = await cudaDriverVersion();
   } catch (err) {
     const e = err as { code?: string; message: string };
     const value = e.code === 'KYB_ERR_CUDA_NO_DRIVER' ? 'CUDA driver not found' : e.message;
     return [
-      { name: 'CUDA driver', status: 'WARN', value, fix: fixDriver, required: false, data: { code: e.code } },
+      { name: 'CUDA driver', status: 'WARN', value, fix: fixDriver, required: false, data: { code: e.code, kernelModule } },
       { name: 'GPUs', status: 'WARN', value: 'none (no CUDA driver)', required: false, data: { gpus: [] } },
     ];
   }
@@ -333,10 +290,10 @@ export async function cudaChecks(): Promise<CheckResult[]> {
     status: 'OK',
     value: `${Math.floor(version / 1000)}.${(version % 1000) / 10} (checkpoint API present)`,
     required: false,
-    data: { version },
+    data: { version, kernelModule },
   }];
   try {
-    const gpus = await cuda.listGpus();
+    const gpus = await cudaGpus();
     out.push({
       name: 'GPUs',
       status: gpus.length > 0 ? 'OK' : 'WARN',
