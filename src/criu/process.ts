@@ -1,42 +1,41 @@
-// Checkpoint and restore of one process tree, with its GPU state: CUDA lock + checkpoint → CRIU dump,
-// and CRIU restore → CUDA restore + unlock. A process without CUDA state (or a machine without the
-// driver) takes the CRIU steps only.
+// Checkpoint and restore of one process tree with its GPU state, through libcriu: the CLI's path
+// (`kybernate process checkpoint|restore`). It is a thin caller of the shared parts: the GPU engine
+// (src/gpu) for the CUDA steps of every process of the tree, the snapshot store (src/snapshot) for the
+// directory, its manifest and its verification — the same ones the shim's container path uses.
 //
 // Invariants:
-// - A failed checkpoint leaves the process running with its GPU state back on the GPU and unlocked
-//   (rollback of the CUDA steps already done); the error names the failed step.
-// - manifest.json is written last, after every image file is complete; restore refuses a directory
-//   without it, or whose files differ from it ("half-written images").
+// - A failed checkpoint leaves the tree running with its GPU state back on the GPU and unlocked (the
+//   engine's rollback), and the directory without a snapshot; the error names the failed step.
+// - The snapshot is the container path's format (kybernate-manifest.json, kind "process"): restore
+//   refuses a directory whose manifest is missing, incomplete or does not match its files, and reads
+//   every byte against its sha256 before CRIU restores anything.
+// - A frozen or stopped process is refused when the CUDA driver is there (the engine's one rule: the
+//   driver never returns for such a target).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as criu from '../native/criu';
+import { KybernateError } from '../errors';
+import { findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, GpuStepError, type CudaApi, type GpuSuspend } from '../gpu/engine';
+import { nvidiaDriverVersion } from '../host/facts';
+import { LocalDirectoryStore, type Snapshot, type SnapshotStore, type SnapshotWriter } from '../snapshot/store';
+import { INCOMPLETE_FILE, type ProcessManifest } from '../snapshot/schema';
+import { VERSION } from '../version';
 import { diagnoseCriuRestoreFile, type CriuLogDiagnosis } from './log';
-import { cudaSteps, type CudaApi } from '../gpu/driver';
 
-export const MANIFEST = 'manifest.json';
-const MANIFEST_VERSION = 1;
+export { MANIFEST_FILE as MANIFEST } from '../snapshot/schema';
 
 export type StepName =
-  | 'check' | 'cuda-lock' | 'cuda-checkpoint' | 'criu-dump' | 'cuda-restore' | 'cuda-unlock' | 'criu-restore'
-  | 'manifest';
+  | 'check' | 'cuda-lock' | 'cuda-checkpoint' | 'criu-dump' | 'cuda-restore' | 'cuda-unlock' | 'criu-restore' | 'manifest';
 
 export interface Step {
   step: StepName;
+  /** The process of a per-process (GPU) step. */
+  pid?: number;
   ms: number;
-  /** Bytes written (criu-dump: the image files; manifest: its own size). */
+  /** Bytes written (criu-dump: the image files; manifest: all files it lists). */
   bytes?: number;
-}
-
-export interface Manifest {
-  version: number;
-  pid: number;
-  time: string;
-  criuVersion: string;
-  cuda: boolean;
-  leaveRunning: boolean;
-  steps: Step[];
-  files: Array<{ name: string; bytes: number }>;
 }
 
 /** CRIU options that dump and restore share (a restore must repeat what the dump was given). */
@@ -51,6 +50,9 @@ interface CriuShared {
   criuTimeoutMs?: number;
 }
 
+const DEFAULT_CRIU_TIMEOUT_MS = 10 * 60_000;
+const CRIU_OPTION_KEYS = ['tcpEstablished', 'shellJob', 'extUnixSk', 'fileLocks', 'manageCgroupsMode'] as const;
+
 function criuShared(o: CriuShared) {
   return {
     tcpEstablished: o.tcpEstablished, shellJob: o.shellJob, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks,
@@ -64,25 +66,29 @@ export interface CheckpointOptions extends CriuShared {
   leaveRunning?: boolean;
   /** cuCheckpointProcessLock timeout. Default 10 s. */
   cudaLockTimeoutMs?: number;
-  /** Tests: the CUDA module to use (default: src/native/cuda, imported on first use). */
+  /** Tests: the CUDA module to use (default: src/native/cuda, imported on first use); null: none. */
   cuda?: CudaApi | null;
+  /** Default: the local directory store (imagesDir is a path). */
+  store?: SnapshotStore;
 }
 
 export interface CheckpointResult {
   pid: number;
   imagesDir: string;
-  /** Whether the process had CUDA state (and the CUDA steps ran). */
+  /** Whether the tree had CUDA state (and the GPU steps ran). */
   cuda: boolean;
-  /** Why the CUDA steps were skipped, when they were. */
+  /** Why no process of the tree had CUDA state to checkpoint, when none had. */
   cudaSkipped?: string;
   steps: Step[];
+  /** Bytes of the image files. */
   bytes: number;
-  manifest: Manifest;
+  snapshot: Snapshot;
 }
 
 export interface RestoreOptions extends CriuShared {
   imagesDir: string;
   cuda?: CudaApi | null;
+  store?: SnapshotStore;
 }
 
 export interface RestoreResult {
@@ -91,13 +97,12 @@ export interface RestoreResult {
   steps: Step[];
 }
 
-/** A failed checkpoint or restore step. `processRunning`: whether the pid was alive afterwards. */
-export class StepError extends Error {
+/** A failed checkpoint or restore step. `processRunning`: whether the root pid was alive afterwards. */
+export class StepError extends KybernateError {
   readonly step: StepName;
   readonly pid?: number;
   readonly processRunning: boolean;
   readonly steps: Step[];
-  readonly cause: unknown;
   /** Rollback steps that failed too (the GPU state may then be lost). */
   readonly rollbackErrors: string[];
   /** For a failed criu-restore: the cause read from CRIU's log, when it is a known one. */
@@ -105,20 +110,19 @@ export class StepError extends Error {
   constructor(step: StepName, message: string, info: {
     pid?: number; processRunning: boolean; steps: Step[]; cause?: unknown; rollbackErrors?: string[]; diagnosis?: CriuLogDiagnosis;
   }) {
-    super(message);
+    const cause = info.cause as { code?: unknown } | undefined;
+    const code = KybernateError.is(cause) ? cause.code
+      : info.diagnosis?.errorCode ?? (step === 'criu-restore' || step === 'cuda-restore' || step === 'cuda-unlock' ? 'KYB_ERR_RESTORE_FAILED' : 'KYB_ERR_CHECKPOINT_FAILED');
+    super(code, message, { cause: info.cause });
     this.name = 'StepError';
     this.step = step;
     if (info.pid !== undefined) this.pid = info.pid;
     this.processRunning = info.processRunning;
     this.steps = info.steps;
-    this.cause = info.cause;
     this.rollbackErrors = info.rollbackErrors ?? [];
     if (info.diagnosis !== undefined) this.diagnosis = info.diagnosis;
   }
 }
-
-const DEFAULT_CRIU_TIMEOUT_MS = 10 * 60_000;
-const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
 
 export function alive(pid: number): boolean {
   try {
@@ -135,6 +139,34 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** The tree's pids, root first: every thread's children, recursively (what CRIU dumps). */
+export function treePids(root: number): number[] {
+  const out: number[] = [];
+  const seen = new Set<number>();
+  const visit = (pid: number) => {
+    if (seen.has(pid)) return;
+    seen.add(pid);
+    out.push(pid);
+    let tids: string[] = [];
+    try {
+      tids = fs.readdirSync(`/proc/${pid}/task`);
+    } catch {
+      return; // exited meanwhile
+    }
+    for (const tid of tids) {
+      let children = '';
+      try {
+        children = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
+      } catch {
+        continue;
+      }
+      for (const c of children.split(/\s+/).filter(Boolean)) visit(Number(c));
+    }
+  };
+  visit(root);
+  return out;
+}
+
 async function timed<T>(steps: Step[], step: StepName, fn: () => Promise<T>): Promise<T> {
   const t0 = performance.now();
   const out = await fn();
@@ -146,173 +178,216 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** The image files (not logs, not the manifest) with their sizes, sorted by name. */
-function imageFiles(dir: string): Array<{ name: string; bytes: number }> {
-  const out: Array<{ name: string; bytes: number }> = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    if (!e.isFile() || e.name === MANIFEST || e.name.endsWith('.log') || e.name.startsWith('.')) continue;
-    out.push({ name: e.name, bytes: fs.statSync(path.join(dir, e.name)).size });
-  }
-  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+function gpuSteps(err: GpuStepError | { steps: GpuStepError['steps'] }): Step[] {
+  return err.steps.map((s) => ({ step: s.step, pid: s.pid, ms: s.ms }));
 }
 
-export async function checkpointProcess(opts: CheckpointOptions): Promise<CheckpointResult> {
-  const { pid, imagesDir } = opts;
-  const steps: Step[] = [];
-  const leaveRunning = opts.leaveRunning ?? false;
-  if (!Number.isInteger(pid) || pid <= 0) throw new TypeError('pid must be a positive integer');
-  if (!alive(pid)) {
-    throw new StepError('check', `no such process: ${pid}`, { pid, processRunning: false, steps });
-  }
-  try {
-    fs.mkdirSync(imagesDir, { recursive: true });
-    // Leftover images of an earlier checkpoint would be mixed into this one (and into its manifest).
-    const left = fs.readdirSync(imagesDir);
-    if (left.length > 0) throw new Error(`not empty (${left.slice(0, 3).join(', ')}${left.length > 3 ? ', …' : ''}); use a new directory`);
-  } catch (err) {
-    throw new StepError('check', `images directory ${imagesDir}: ${message(err)}`, {
-      pid, processRunning: true, steps, cause: err,
-    });
-  }
-
-  const gpu = await cudaSteps(pid, opts.cuda, steps);
-  try {
-    await gpu.suspend(opts.cudaLockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
-  } catch (err) {
-    const rollbackErrors = await gpu.rollback();
-    throw failed(gpu.failedStep ?? 'cuda-lock', err, pid, steps, rollbackErrors);
-  }
-
-  try {
-    await timed(steps, 'criu-dump', () =>
-      criu.dump({ pid, imagesDir, leaveRunning, ...criuShared(opts) }),
-    );
-  } catch (err) {
-    const rollbackErrors = await gpu.rollback();
-    throw failed('criu-dump', err, pid, steps, rollbackErrors);
-  }
-  const files = imageFiles(imagesDir);
-  const bytes = files.reduce((n, f) => n + f.bytes, 0);
-  steps[steps.length - 1].bytes = bytes;
-
-  if (leaveRunning) {
-    try {
-      await gpu.resume(pid);
-    } catch (err) {
-      throw failed(gpu.failedStep ?? 'cuda-restore', err, pid, steps, []);
-    }
-  }
-
-  const t0 = performance.now();
-  const manifest: Manifest = {
-    version: MANIFEST_VERSION,
-    pid,
-    time: new Date().toISOString(),
-    criuVersion: criu.formatVersion(await criu.version()),
-    cuda: gpu.active,
-    leaveRunning,
-    steps,
-    files,
-  };
-  const text = `${JSON.stringify(manifest, null, 2)}\n`;
-  const tmp = path.join(imagesDir, `.${MANIFEST}.tmp`);
-  fs.writeFileSync(tmp, text);
-  const fd = fs.openSync(tmp, 'r');
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
-  fs.renameSync(tmp, path.join(imagesDir, MANIFEST));
-  steps.push({ step: 'manifest', ms: performance.now() - t0, bytes: Buffer.byteLength(text) });
-
-  const out: CheckpointResult = { pid, imagesDir, cuda: gpu.active, steps, bytes, manifest };
-  if (gpu.skipped !== undefined) out.cudaSkipped = gpu.skipped;
-  return out;
-}
-
-function failed(step: StepName, err: unknown, pid: number, steps: Step[], rollbackErrors: string[]): StepError {
+/**
+ * `at`: the process of the tree the step failed for, when not the root (a GPU step of a child).
+ * `note`: what else the caller must know (appended).
+ */
+function failed(step: StepName, err: unknown, pid: number, steps: Step[], rollbackErrors: string[],
+  extra: { at?: number; note?: string } = {}): StepError {
   const running = alive(pid);
-  let msg = `${step} failed for pid ${pid}: ${message(err)}`;
+  const where = extra.at !== undefined && extra.at !== pid ? `pid ${extra.at} (of the tree of pid ${pid})` : `pid ${pid}`;
+  let msg = `${step} failed for ${where}: ${message(err)}`;
   msg += running ? '; the process keeps running' : '; the process is gone';
   if (rollbackErrors.length > 0) msg += ` (rollback failed: ${rollbackErrors.join('; ')})`;
+  if (extra.note) msg += `; ${extra.note}`;
   return new StepError(step, msg, { pid, processRunning: running, steps, cause: err, rollbackErrors });
 }
 
-/** Reads and verifies manifest.json against the files; throws "half-written images" otherwise. */
-export function readManifest(imagesDir: string): Manifest {
-  const file = path.join(imagesDir, MANIFEST);
-  let text: string;
+/** Refuses a directory with anything in it: leftovers of another checkpoint would be mixed into this one. */
+function checkEmpty(imagesDir: string, pid: number, steps: Step[]): void {
   try {
-    text = fs.readFileSync(file, 'utf8');
+    fs.mkdirSync(imagesDir, { recursive: true });
+    const left = fs.readdirSync(imagesDir);
+    if (left.length > 0) throw new Error(`not empty (${left.slice(0, 3).join(', ')}${left.length > 3 ? ', …' : ''}); use a new directory`);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') {
-      const why = fs.existsSync(imagesDir) ? 'the checkpoint did not finish' : 'the directory does not exist';
-      throw new Error(`half-written images in ${imagesDir}: no ${MANIFEST} (${why}); refusing to restore`);
-    }
-    throw new Error(`cannot read ${file}: ${message(err)}`);
+    throw new StepError('check', `images directory ${imagesDir}: ${message(err)}`, { pid, processRunning: true, steps, cause: err });
   }
-  let m: Manifest;
+}
+
+/** The local store's refs are absolute paths; the CLI's --images may be relative (to the working directory). */
+function imagesRef(imagesDir: string, store: SnapshotStore | undefined): string {
+  return store === undefined ? path.resolve(imagesDir) : imagesDir;
+}
+
+export async function checkpointProcess(opts: CheckpointOptions): Promise<CheckpointResult> {
+  const { pid } = opts;
+  const imagesDir = imagesRef(opts.imagesDir, opts.store);
+  const steps: Step[] = [];
+  const leaveRunning = opts.leaveRunning ?? false;
+  if (!Number.isInteger(pid) || pid <= 0) throw new TypeError('pid must be a positive integer');
+  if (!alive(pid)) throw new StepError('check', `no such process: ${pid}`, { pid, processRunning: false, steps });
+  checkEmpty(imagesDir, pid, steps);
+  const store = opts.store ?? new LocalDirectoryStore();
+  let writer: SnapshotWriter;
   try {
-    m = JSON.parse(text) as Manifest;
-  } catch {
-    throw new Error(`half-written images in ${imagesDir}: ${MANIFEST} is not valid JSON; refusing to restore`);
+    writer = await store.begin(imagesDir, { container: `pid ${pid}`, namespace: '' });
+  } catch (err) {
+    throw new StepError('check', `images directory ${imagesDir}: ${message(err)}`, { pid, processRunning: true, steps, cause: err });
   }
-  if (m.version !== MANIFEST_VERSION || !Array.isArray(m.files)) {
-    throw new Error(`${file}: unsupported manifest (version ${String(m.version)})`);
+  // Set once CRIU's dump has ended the tree: from then on the images are all that is left of it.
+  const dumped = { treeGone: false };
+  try {
+    return await checkpointInto(opts, writer, steps, leaveRunning, dumped);
+  } catch (err) {
+    // A failure after the dump ended the tree keeps the images (marked incomplete, never restored as a
+    // snapshot): removing them would lose the process for good.
+    if (!dumped.treeGone) await writer.abort();
+    throw err;
   }
-  for (const f of m.files) {
-    let size: number;
+}
+
+async function checkpointInto(opts: CheckpointOptions, writer: SnapshotWriter, steps: Step[],
+  leaveRunning: boolean, dumped: { treeGone: boolean }): Promise<CheckpointResult> {
+  const { pid } = opts;
+  let found: Awaited<ReturnType<typeof findCudaProcesses>>;
+  try {
+    found = await findCudaProcesses(treePids(pid), opts.cuda);
+  } catch (err) {
+    throw failed('check', err, pid, steps, []);
+  }
+  let gpu: GpuSuspend | undefined;
+  if (found.cuda.length > 0) {
     try {
-      size = fs.statSync(path.join(imagesDir, f.name)).size;
-    } catch {
-      throw new Error(`half-written images in ${imagesDir}: ${f.name} is missing; refusing to restore`);
-    }
-    if (size !== f.bytes) {
-      throw new Error(
-        `half-written images in ${imagesDir}: ${f.name} is ${size} bytes, the manifest says ${f.bytes}; refusing to restore`,
-      );
+      gpu = await suspendGpuProcesses(found.cuda, { lockTimeoutMs: opts.cudaLockTimeoutMs, api: opts.cuda });
+      steps.push(...gpuSteps(gpu));
+    } catch (err) {
+      if (!(err instanceof GpuStepError)) throw failed('cuda-lock', err, pid, steps, []);
+      steps.push(...gpuSteps(err));
+      throw failed(err.step, err.cause, pid, steps, err.rollbackErrors, { at: err.pid });
     }
   }
-  return m;
+
+  const tDump = performance.now();
+  try {
+    await criu.dump({ pid, imagesDir: writer.dir, leaveRunning, ...criuShared(opts) });
+  } catch (err) {
+    throw failed('criu-dump', err, pid, steps, gpu ? await gpu.rollback() : []);
+  }
+  const dumpMs = performance.now() - tDump;
+  dumped.treeGone = !leaveRunning;
+  const kept = dumped.treeGone
+    ? `the images CRIU wrote stay in ${writer.dir}, marked ${INCOMPLETE_FILE}: restore refuses them, but they are all that is left of the tree`
+    : undefined;
+  let dumpBytes: number;
+  try {
+    dumpBytes = imageBytes(writer.dir);
+  } catch (err) {
+    throw failed('manifest', err, pid, steps, [], { note: kept });
+  }
+  steps.push({ step: 'criu-dump', ms: dumpMs, bytes: dumpBytes });
+
+  if (leaveRunning && gpu) {
+    try {
+      steps.push(...gpuSteps({ steps: await resumeGpuProcesses(gpu.pids, { api: opts.cuda }) }));
+    } catch (err) {
+      if (err instanceof GpuStepError) steps.push(...gpuSteps(err));
+      throw failed(err instanceof GpuStepError ? err.step : 'cuda-restore', err, pid, steps, [],
+        err instanceof GpuStepError ? { at: err.pid } : {});
+    }
+  }
+
+  const tManifest = performance.now();
+  let snapshot: Snapshot;
+  try {
+    const options: Record<string, unknown> = {};
+    for (const k of CRIU_OPTION_KEYS) if (opts[k] !== undefined) options[k] = opts[k];
+    const driver = found.cuda.length > 0 ? nvidiaDriverVersion() ?? 'unknown' : undefined;
+    snapshot = await writer.commit({
+      kind: 'process',
+      process: { pid, leaveRunning },
+      versions: { criu: criu.formatVersion(await criu.version()), kernel: os.release(), shim: VERSION, ...(driver ? { driver } : {}) },
+      // Which GPUs a bare process used is not known here: restore checks the driver, not the cards.
+      gpus: [],
+      cuda: { pids: found.cuda, deviceMemoryBytes: 0 },
+      options,
+      steps: steps.map((s) => ({ step: s.pid ? `${s.step}:${s.pid}` : s.step, ms: Math.round(s.ms * 1000) / 1000, ...(s.bytes !== undefined ? { bytes: s.bytes } : {}) })),
+    }, { durable: !leaveRunning });
+  } catch (err) {
+    throw failed('manifest', err, pid, steps, [], { note: kept });
+  }
+  const bytes = snapshot.manifest.files.reduce((n, f) => n + f.size, 0);
+  steps.push({ step: 'manifest', ms: performance.now() - tManifest, bytes });
+
+  const out: CheckpointResult = {
+    pid, imagesDir: writer.dir, cuda: found.cuda.length > 0, steps, bytes: steps.find((s) => s.step === 'criu-dump')?.bytes ?? bytes, snapshot,
+  };
+  if (found.cuda.length === 0) out.cudaSkipped = [...new Set(found.skipped.map((s) => s.why))].join('; ') || 'no processes';
+  return out;
+}
+
+/** Bytes of the image files CRIU wrote (top level; CRIU writes no subdirectories). */
+function imageBytes(dir: string): number {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    if (e.isFile() && e.name.endsWith('.img')) n += fs.statSync(`${dir}/${e.name}`).size;
+  }
+  return n;
 }
 
 export async function restoreProcess(opts: RestoreOptions): Promise<RestoreResult> {
   const steps: Step[] = [];
-  let manifest: Manifest;
+  const here = await criuVersionText();
+  let manifest: ProcessManifest;
+  let snapshot: Snapshot;
   try {
-    manifest = readManifest(opts.imagesDir);
+    const driver = nvidiaDriverVersion();
+    snapshot = await (opts.store ?? new LocalDirectoryStore()).open(imagesRef(opts.imagesDir, opts.store), {
+      ...(here ? { criuVersion: here } : {}), ...(driver ? { driverVersion: driver } : {}),
+    });
+    if (snapshot.manifest.kind !== 'process') {
+      throw new KybernateError('KYB_ERR_CHECKPOINT_INVALID',
+        `checkpoint ${snapshot.dir} is a container's (${snapshot.manifest.container.id}): restore it through containerd`);
+    }
+    manifest = snapshot.manifest;
+    // No CRIU gate here: nothing may start before every byte matched.
+    await snapshot.verify();
   } catch (err) {
     throw new StepError('check', message(err), { processRunning: false, steps, cause: err });
   }
   let pid: number;
   try {
-    pid = await timed(steps, 'criu-restore', () =>
-      criu.restore({ imagesDir: opts.imagesDir, ...criuShared(opts) }),
-    );
+    pid = await timed(steps, 'criu-restore', () => criu.restore({ imagesDir: snapshot.dir, ...criuShared({ ...manifestCriuFlags(manifest), ...definedOnly(opts) }) }));
   } catch (err) {
     // CRIU's log says why in its own words; the known causes become one sentence with the fix.
     const logFile = (err as { logFile?: unknown }).logFile;
     const diagnosis = typeof logFile === 'string'
-      ? diagnoseCriuRestoreFile(logFile, { dumpCriuVersion: manifest.criuVersion, criuVersion: await criuVersionText() })
+      ? diagnoseCriuRestoreFile(logFile, { dumpCriuVersion: manifest.versions.criu, criuVersion: here })
       : undefined;
     const why = diagnosis === undefined ? message(err) : `${diagnosis.sentence} (CRIU log: ${String(logFile)})`;
     throw new StepError('criu-restore', `criu-restore failed: ${why}`, {
-      pid: manifest.pid, processRunning: false, steps, cause: err, diagnosis,
+      pid: manifest.process.pid, processRunning: false, steps, cause: err, diagnosis,
     });
   }
-  if (manifest.cuda) {
-    const gpu = await cudaSteps(pid, opts.cuda, steps, true);
+  if (manifest.cuda.pids.length > 0) {
+    // CRIU restores a tree outside a pid namespace with its original pids.
     try {
-      await gpu.resume(pid);
+      steps.push(...gpuSteps({ steps: await resumeGpuProcesses(manifest.cuda.pids, { api: opts.cuda }) }));
     } catch (err) {
-      throw new StepError(
-        gpu.failedStep ?? 'cuda-restore',
-        `${gpu.failedStep ?? 'cuda-restore'} failed for restored pid ${pid}: ${message(err)}; the process runs ` +
-          'but its GPU state is not restored (CUDA calls in it block or fail)',
-        { pid, processRunning: alive(pid), steps, cause: err },
-      );
+      if (err instanceof GpuStepError) steps.push(...gpuSteps(err));
+      const step = err instanceof GpuStepError ? err.step : 'cuda-restore';
+      throw new StepError(step,
+        `${step} failed for restored pid ${pid}: ${message(err)}; the process runs but its GPU state is not restored ` +
+          '(CUDA calls in it block or fail)',
+        { pid, processRunning: alive(pid), steps, cause: err });
     }
   }
-  return { pid, cuda: manifest.cuda, steps };
+  return { pid, cuda: manifest.cuda.pids.length > 0, steps };
+}
+
+/** The CRIU flags the dump recorded; a restore must repeat them (the caller's own flags win). */
+function manifestCriuFlags(m: ProcessManifest): CriuShared {
+  const out: Record<string, unknown> = {};
+  for (const k of CRIU_OPTION_KEYS) if (m.options[k] !== undefined) out[k] = m.options[k];
+  return out as CriuShared;
+}
+
+/** `o` without its undefined values: a flag the caller left unset must not unset the manifest's. */
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /** This machine's CRIU version as "4.2.1", or undefined when it cannot be asked. */

@@ -1,6 +1,8 @@
-// The CUDA half of suspending several processes at once (a container's): find which pids have CUDA
-// state, lock them all, then checkpoint them all; and the reverse, restore all, then unlock all.
-// Used by GPU suspend in place (src/shim/suspend.ts) and by the shim's container checkpoint.
+// The GPU engine: the CUDA half of every checkpoint, for any number of processes — find which pids
+// have CUDA state, lock them all, then checkpoint them all; and the reverse, restore all, then unlock
+// all. Its one caller per path: GPU suspend in place (src/shim/suspend.ts), the container checkpoint
+// and restore (src/shim/checkpoint.ts, src/shim/process/restore.ts) and the process-tree path
+// (src/criu/process.ts). Every caller gets the same steps, named and timed per pid (GpuStep).
 //
 // Invariants:
 // - Every pid is locked before any is checkpointed: a multi-process job (NCCL) must stop submitting
@@ -14,6 +16,8 @@ import { performance } from 'node:perf_hooks';
 import { KybernateError, type ErrorCode } from '../errors';
 import { loadCuda, type CudaApi } from './driver';
 
+export type { CudaApi } from './driver';
+
 export type GpuStepName = 'cuda-lock' | 'cuda-checkpoint' | 'cuda-restore' | 'cuda-unlock';
 
 export interface GpuStep {
@@ -21,9 +25,6 @@ export interface GpuStep {
   pid: number;
   ms: number;
 }
-
-/** CudaApi plus the state query src/native/cuda has, used only to undo a failed step precisely. */
-type StateApi = CudaApi & { getState?(pid: number): Promise<string> };
 
 const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
 
@@ -54,9 +55,9 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function load(api: CudaApi | null | undefined): Promise<StateApi | string> {
+async function load(api: CudaApi | null | undefined): Promise<CudaApi | string> {
   if (api === null) return 'CUDA disabled';
-  return (api ?? (await loadCuda())) as StateApi | string;
+  return (api ?? (await loadCuda())) as CudaApi | string;
 }
 
 /**
@@ -117,7 +118,7 @@ async function each(pids: number[], step: GpuStepName, steps: GpuStep[], fn: (pi
 }
 
 /** Restores `checkpointed`, then unlocks those plus `locked`; a pid whose restore failed is not unlocked. */
-async function undo(cuda: StateApi, checkpointed: number[], locked: number[]): Promise<string[]> {
+async function undo(cuda: CudaApi, checkpointed: number[], locked: number[]): Promise<string[]> {
   const errors: string[] = [];
   const unlock = new Set(locked);
   for (const f of await each(checkpointed, 'cuda-restore', [], (pid) => cuda.restore(pid))) {
@@ -131,7 +132,7 @@ async function undo(cuda: StateApi, checkpointed: number[], locked: number[]): P
 }
 
 /** The state a failed step left `pid` in, when the API can tell; undefined otherwise. */
-async function stateOf(cuda: StateApi, pid: number): Promise<string | undefined> {
+async function stateOf(cuda: CudaApi, pid: number): Promise<string | undefined> {
   return cuda.getState ? cuda.getState(pid).catch(() => undefined) : undefined;
 }
 
@@ -151,8 +152,15 @@ function failure(code: ErrorCode, verb: string, f: { pid: number; err: unknown }
  * everything done is undone, then a GpuStepError KYB_ERR_CHECKPOINT_FAILED naming the step and pid is
  * thrown.
  */
-export async function suspendGpuProcesses(pids: number[], opts: { lockTimeoutMs?: number; api?: CudaApi | null }):
-  Promise<GpuSuspend> {
+export async function suspendGpuProcesses(pids: number[], opts: {
+  lockTimeoutMs?: number; api?: CudaApi | null;
+  /**
+   * Awaited between lock-all and checkpoint-all: work that needs the GPU state still on the GPU but the
+   * processes quiet (reading their device memory use). It runs from the start of the lock step; a
+   * rejection is the caller's to handle (it does not fail the suspend).
+   */
+  whileLocked?: Promise<unknown>;
+}): Promise<GpuSuspend> {
   const steps: GpuStep[] = [];
   const verb = `GPU suspend of pid${pids.length === 1 ? '' : 's'} ${pids.join(', ')}`;
   const cuda = await load(opts.api);
@@ -173,6 +181,7 @@ export async function suspendGpuProcesses(pids: number[], opts: { lockTimeoutMs?
       { tail: 'every process was unlocked again and keeps running' });
   }
 
+  await opts.whileLocked?.catch(() => undefined);
   const checkpointFailed = await each(pids, 'cuda-checkpoint', steps, (pid) => cuda.checkpoint(pid));
   if (checkpointFailed.length > 0) {
     const failedPids = new Set(checkpointFailed.map((f) => f.pid));

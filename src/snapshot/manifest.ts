@@ -17,60 +17,16 @@ import path from 'node:path';
 import { KybernateError } from '../errors';
 import { CHUNK_BYTES, hashRanges, type Range } from './hash';
 import { compareVersions, majorOf } from '../host/versions';
+import {
+  INCOMPLETE_FILE, MANIFEST_FILE, MANIFEST_TMP, MANIFEST_VERSION, MAX_MANIFEST_BYTES, chunkCount, hashListDigest, manifestProblem,
+  type GpuInfo, type ManifestFile, type ManifestInput, type SnapshotManifest,
+} from './schema';
 
-export { nodeVersions, type BinaryRunner } from '../host/versions';
 export { CHUNK_BYTES } from './hash';
-
-export const MANIFEST_FILE = 'kybernate-manifest.json';
-const MANIFEST_VERSION = 1;
-/** A crash while writing leaves at most this file behind; verification ignores it (not an image). */
-const MANIFEST_TMP = `.${MANIFEST_FILE}.tmp`;
-/**
- * Present from the first byte a checkpoint writes into a directory until its manifest is durable
- * (src/checkpoint/snapshot-dir.ts): a directory holding it is never restored, whatever else it holds.
- */
-export const INCOMPLETE_FILE = 'kybernate-checkpoint.incomplete';
-/** Refuse to parse anything bigger: a real manifest lists a few hundred files. */
-const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
-
-export interface GpuInfo {
-  uuid: string;
-  name: string;
-  memoryBytes: number;
-}
-
-export interface ManifestFile {
-  /** Path relative to the checkpoint directory, '/'-separated. */
-  name: string;
-  size: number;
-  /** Plain sha256 (hex) for a file of at most 64 MiB; the hash list's sha256 for a larger one. */
-  sha256: string;
-  /** sha256 (hex) of each 64 MiB chunk; present only for files larger than 64 MiB. */
-  chunks?: string[];
-}
-
-export interface SnapshotManifest {
-  version: 1;
-  kind: 'container';
-  createdAt: string;
-  container: { id: string; namespace: string; image?: string; bundle?: string };
-  /** sha256 of the bundle's config.json at checkpoint time. */
-  spec: { digest: string };
-  /** driver: the CUDA driver version as the caller knows it ("580.159.04", or the driver API's number). */
-  versions: { criu: string; runc: string; kernel: string; shim: string; driver?: string };
-  /** The node's GPUs that the container used at checkpoint time. */
-  gpus: GpuInfo[];
-  /** The CUDA processes checkpointed, and the device memory they held. */
-  /** nsPids[i]: pids[i] as its own pid namespace numbers it — what CRIU restores it as. */
-  cuda: { pids: number[]; deviceMemoryBytes: number; nsPids?: number[] };
-  /** The checkpoint options used (exit, openTcp, fileLocks, ...). */
-  options: Record<string, unknown>;
-  steps: Array<{ step: string; ms: number; bytes?: number }>;
-  /** Every regular file of the directory, recursively, except the manifest; sorted by name. */
-  files: ManifestFile[];
-}
-
-export type ManifestInput = Omit<SnapshotManifest, 'version' | 'kind' | 'files' | 'createdAt'>;
+export {
+  INCOMPLETE_FILE, MANIFEST_FILE, hashListDigest,
+  type ContainerManifest, type ContainerManifestInput, type GpuInfo, type ManifestFile, type ManifestInput, type ManifestStep, type ProcessManifest, type ProcessManifestInput, type SnapshotManifest,
+} from './schema';
 
 /** What this node offers a restore. */
 export interface Expectations {
@@ -91,13 +47,6 @@ export function specDigest(bundle: string): string {
   return `sha256:${crypto.createHash('sha256').update(bytes).digest('hex')}`;
 }
 
-/** The sha256 (hex) of a hash list: of the chunk digests concatenated as raw bytes. */
-export function hashListDigest(chunks: readonly string[]): string {
-  const h = crypto.createHash('sha256');
-  for (const c of chunks) h.update(Buffer.from(c, 'hex'));
-  return h.digest('hex');
-}
-
 /**
  * Hashes every regular file under `dir` (recursively; a symlink, socket, device or FIFO is an error, since
  * it cannot be verified by content) and writes the manifest last, atomically.
@@ -108,13 +57,21 @@ export function hashListDigest(chunks: readonly string[]): string {
  * the manifest's own sync: a file that did not reach the disk fails its checksum at restore.
  */
 export async function writeManifest(dir: string, input: ManifestInput, opts: { durable?: boolean } = {}): Promise<SnapshotManifest> {
+  return (await writeManifestWithId(dir, input, opts)).manifest;
+}
+
+/** writeManifest, with the snapshot's identity (snapshotId of the bytes written). */
+export async function writeManifestWithId(dir: string, input: ManifestInput, opts: { durable?: boolean } = {}):
+  Promise<{ manifest: SnapshotManifest; id: string }> {
   // Field by field, so that nothing else a caller's object carries (a `files` or `version` of an old
   // manifest, say) reaches the file.
-  const head = {
-    version: MANIFEST_VERSION, kind: 'container', createdAt: new Date().toISOString(),
-    container: input.container, spec: input.spec, versions: input.versions, gpus: input.gpus, cuda: input.cuda,
-    options: input.options, steps: input.steps,
+  const common = {
+    version: MANIFEST_VERSION, createdAt: new Date().toISOString(),
+    versions: input.versions, gpus: input.gpus, cuda: input.cuda, options: input.options, steps: input.steps,
   } as const;
+  const head = input.kind === 'process'
+    ? { ...common, kind: 'process' as const, process: input.process }
+    : { ...common, kind: 'container' as const, container: input.container, spec: input.spec };
   const inputProblem = manifestProblem({ ...head, files: [] });
   if (inputProblem) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `manifest for ${dir}: ${inputProblem}`);
   const st = await fs.promises.stat(dir).catch(() => undefined);
@@ -148,12 +105,23 @@ export async function writeManifest(dir: string, input: ManifestInput, opts: { d
   // The manifest vouches for the files: they reach the disk before it does.
   if (opts.durable) await syncAll(dir, entries).catch(failed('cannot sync it to disk'));
   const manifest: SnapshotManifest = { ...head, files };
-  await writeAtomic(dir, `${JSON.stringify(manifest, null, 2)}\n`).catch(failed(`cannot write ${MANIFEST_FILE}`));
-  return manifest;
+  const text = `${JSON.stringify(manifest, null, 2)}\n`;
+  await writeAtomic(dir, text).catch(failed(`cannot write ${MANIFEST_FILE}`));
+  return { manifest, id: snapshotId(text) };
 }
 
 /** Reads and validates the manifest of `dir` (schema only; the files are not looked at). */
 export async function readManifest(dir: string): Promise<SnapshotManifest> {
+  return (await readManifestWithId(dir)).manifest;
+}
+
+/** The identity of a snapshot: 'sha256:' + the digest of its manifest's bytes (which pin every file's). */
+export function snapshotId(manifestText: string | Buffer): string {
+  return `sha256:${crypto.createHash('sha256').update(manifestText).digest('hex')}`;
+}
+
+/** readManifest, with the snapshot's identity. */
+export async function readManifestWithId(dir: string): Promise<{ manifest: SnapshotManifest; id: string }> {
   const st = await fs.promises.stat(dir).catch(() => undefined);
   if (!st) throw invalid(`checkpoint ${dir}: not found`);
   if (!st.isDirectory()) throw invalid(`checkpoint ${dir}: not a directory`);
@@ -183,7 +151,7 @@ export async function readManifest(dir: string): Promise<SnapshotManifest> {
   }
   const problem = manifestProblem(parsed);
   if (problem) throw invalid(`checkpoint ${dir}: invalid ${MANIFEST_FILE}: ${problem}`);
-  return parsed as SnapshotManifest;
+  return { manifest: parsed as SnapshotManifest, id: snapshotId(text) };
 }
 
 /**
@@ -202,7 +170,12 @@ export async function verifyManifest(dir: string, expect: Expectations): Promise
  * with this node. What it lets through may still be corrupt: verifyChecksums reads every byte.
  */
 export async function checkManifest(dir: string, expect: Expectations): Promise<SnapshotManifest> {
-  const m = await readManifest(dir);
+  return (await checkManifestWithId(dir, expect)).manifest;
+}
+
+/** checkManifest, with the snapshot's identity (of the manifest it checked). */
+export async function checkManifestWithId(dir: string, expect: Expectations): Promise<{ manifest: SnapshotManifest; id: string }> {
+  const { manifest: m, id } = await readManifestWithId(dir);
 
   const entries = await walk(dir).catch((err: Error) => {
     throw invalid(`checkpoint ${dir}: cannot list it: ${err.message}`);
@@ -227,7 +200,7 @@ export async function checkManifest(dir: string, expect: Expectations): Promise<
   }
 
   checkCompatible(dir, m, expect);
-  return m;
+  return { manifest: m, id };
 }
 
 /** The expensive half: every file's sha256 (chunks in parallel on the worker pool) against `m`. */
@@ -306,8 +279,6 @@ function describeCounts(counts: Map<string, number>): string {
   return [...counts].map(([name, n]) => `${n}x '${name}'`).join(', ');
 }
 
-const chunkCount = (size: number) => Math.max(1, Math.ceil(size / CHUNK_BYTES));
-
 /** One range for a file of at most one chunk (its plain sha256); one per chunk otherwise. */
 function fileRanges(file: string, size: number): Range[] {
   if (size <= CHUNK_BYTES) return [{ path: file, offset: 0, length: size }];
@@ -383,86 +354,3 @@ async function writeAtomic(dir: string, text: string): Promise<void> {
   }
 }
 
-// ---- schema validation: the first problem found, or undefined ----
-
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isStr = (v: unknown): v is string => typeof v === 'string';
-const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-const isHex = (v: unknown) => isStr(v) && /^[0-9a-f]{64}$/.test(v);
-
-/** A relative '/'-separated path that stays inside the directory (a manifest may be hostile). */
-function badName(name: unknown): boolean {
-  if (!isStr(name) || name === '' || name.includes('\0') || name.includes('\\')) return true;
-  return name.split('/').some((seg) => seg === '' || seg === '.' || seg === '..');
-}
-
-function manifestProblem(m: unknown): string | undefined {
-  if (!isObj(m)) return 'not a JSON object';
-  if (m.version !== MANIFEST_VERSION) return `version ${JSON.stringify(m.version)} (this kybernate reads ${MANIFEST_VERSION})`;
-  if (m.kind !== 'container') return `kind ${JSON.stringify(m.kind)}, expected "container"`;
-  if (!isStr(m.createdAt) || Number.isNaN(Date.parse(m.createdAt))) return 'createdAt is not an ISO time';
-
-  const c = m.container;
-  if (!isObj(c) || !isStr(c.id) || c.id === '' || !isStr(c.namespace)) return 'container needs an id and a namespace';
-  if ((c.image !== undefined && !isStr(c.image)) || (c.bundle !== undefined && !isStr(c.bundle))) {
-    return 'container.image and container.bundle must be strings';
-  }
-  if (!isObj(m.spec) || !isStr(m.spec.digest) || !/^sha256:[0-9a-f]{64}$/.test(m.spec.digest)) {
-    return 'spec.digest must be sha256:<64 hex digits>';
-  }
-
-  const v = m.versions;
-  if (!isObj(v)) return 'versions is missing';
-  for (const k of ['criu', 'runc', 'kernel', 'shim'] as const) {
-    if (!isStr(v[k]) || v[k] === '') return `versions.${k} must be a non-empty string`;
-  }
-  if (v.driver !== undefined && (!isStr(v.driver) || v.driver === '')) return 'versions.driver must be a non-empty string';
-
-  if (!Array.isArray(m.gpus)) return 'gpus must be an array';
-  for (const g of m.gpus) {
-    if (!isObj(g) || !isStr(g.uuid) || !isStr(g.name) || !isCount(g.memoryBytes)) {
-      return `gpus: ${JSON.stringify(g)} needs uuid, name and memoryBytes`;
-    }
-  }
-
-  const cuda = m.cuda;
-  if (!isObj(cuda) || !Array.isArray(cuda.pids) || !isCount(cuda.deviceMemoryBytes)) {
-    return 'cuda needs pids and deviceMemoryBytes';
-  }
-  if (!cuda.pids.every((p) => isCount(p) && p > 0)) return 'cuda.pids must be process ids';
-  if (cuda.nsPids !== undefined && (!Array.isArray(cuda.nsPids) || cuda.nsPids.length !== cuda.pids.length || !cuda.nsPids.every((p) => isCount(p) && p > 0))) {
-    return 'cuda.nsPids must be one process id per cuda.pids entry';
-  }
-  if (cuda.pids.length > 0 && v.driver === undefined) return 'versions.driver is required when cuda.pids is not empty';
-
-  if (!isObj(m.options)) return 'options must be an object';
-  if (!Array.isArray(m.steps)) return 'steps must be an array';
-  for (const s of m.steps) {
-    if (!isObj(s) || !isStr(s.step) || typeof s.ms !== 'number' || !Number.isFinite(s.ms) || s.ms < 0
-      || (s.bytes !== undefined && !isCount(s.bytes))) {
-      return `steps: ${JSON.stringify(s)} needs step, ms (and optional bytes)`;
-    }
-  }
-
-  if (!Array.isArray(m.files)) return 'files must be an array';
-  const seen = new Set<string>();
-  for (const f of m.files) {
-    if (!isObj(f) || badName(f.name)) return `files: bad name ${JSON.stringify(isObj(f) ? f.name : f)}`;
-    const name = f.name as string;
-    if (name === MANIFEST_FILE) return `files: lists ${MANIFEST_FILE} itself`;
-    if (seen.has(name)) return `files: ${name} is listed twice`;
-    seen.add(name);
-    if (!isCount(f.size)) return `files: ${name} has no valid size`;
-    if (!isHex(f.sha256)) return `files: ${name} has no valid sha256`;
-    if (f.size <= CHUNK_BYTES) {
-      if (f.chunks !== undefined) return `files: ${name} has chunks but is not larger than one chunk`;
-      continue;
-    }
-    if (!Array.isArray(f.chunks) || !f.chunks.every(isHex)) return `files: ${name} needs chunk digests`;
-    if (f.chunks.length !== chunkCount(f.size)) {
-      return `files: ${name} has ${f.chunks.length} chunk digests, its size needs ${chunkCount(f.size)}`;
-    }
-    if (hashListDigest(f.chunks as string[]) !== f.sha256) return `files: ${name}: sha256 does not match its chunk digests`;
-  }
-  return undefined;
-}

@@ -1,4 +1,4 @@
-// The bundled `kybernate` CLI (dist/kybernate.cjs, built here by test/env/bundle.cjs): doctor's table
+// The bundled `kybernate` CLI (dist/kybernate.cjs, built here by scripts/bundle.cjs): doctor's table
 // and JSON against this machine's real state, and process checkpoint/restore with their error paths.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { alive } from '../../src/criu/process';
+import { INCOMPLETE_FILE, MANIFEST_FILE, readManifest } from '../../src/snapshot/manifest';
 import { addonBuilt, dumpBroken, freePid, hasCriu, isRoot, python, root, startCounter, until, cleanupEachTest } from '../criu/helpers';
 
 const exec = promisify(execFile);
@@ -20,8 +21,13 @@ interface Run {
 }
 
 async function kybernate(...args: string[]): Promise<Run> {
+  return kybernateIn(process.cwd(), ...args);
+}
+
+/** The CLI run from working directory `cwd` (where a relative --images is). */
+async function kybernateIn(cwd: string, ...args: string[]): Promise<Run> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [cli, ...args], { timeout: 120_000 });
+    const { stdout, stderr } = await exec(process.execPath, [cli, ...args], { timeout: 120_000, cwd });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -41,7 +47,7 @@ interface Check {
 const { defer, dir } = cleanupEachTest();
 
 beforeAll(async () => {
-  await exec(process.execPath, [path.join(root, 'test', 'env', 'bundle.cjs')]);
+  await exec(process.execPath, [path.join(root, 'scripts', 'bundle.cjs')]);
 }, 120_000);
 
 /** Independent of the doctor's code: the filesystem type names of `stat -f`. */
@@ -104,12 +110,13 @@ describe('kybernate command line', () => {
     expect(r.stderr).toMatch(/bogus/);
   });
 
-  it('refuses to restore half-written images', async () => {
+  it('refuses to restore images without a snapshot manifest', async () => {
     const d = dir('cli-half');
     fs.writeFileSync(path.join(d, 'core-1.img'), 'x');
     const r = await kybernate('process', 'restore', '--images', d);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/half-written images .* refusing to restore/);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(`kybernate: checkpoint ${d} has no ${MANIFEST_FILE}: the checkpoint is incomplete or was not made by kybernate\n`);
   });
 });
 
@@ -128,6 +135,8 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
     const r = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', path.join(d, 'img'), '--timeout', '0.001');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^kybernate: criu-dump failed for pid ${c.pid}: .*; the process keeps running$`, 'm'));
+    // No snapshot is left: no manifest, no marker, nothing CRIU wrote.
+    expect(fs.readdirSync(path.join(d, 'img'))).toEqual([]);
     const v = c.read();
     await until(() => c.read() > v + 2);
   });
@@ -137,8 +146,8 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
     const r = await kybernate('process', 'restore', '--images', d, '--json');
     expect(r.code).toBe(1);
     const out = JSON.parse(r.stdout) as { ok: boolean; step: string; error: string };
-    expect(out).toMatchObject({ ok: false, step: 'check' });
-    expect(out.error).toMatch(/half-written/);
+    expect(out).toMatchObject({ ok: false, step: 'check', processRunning: false, steps: [] });
+    expect(out.error).toBe(`checkpoint ${d} has no ${MANIFEST_FILE}: the checkpoint is incomplete or was not made by kybernate`);
   });
 
   describe.skipIf(broken !== undefined)(`round trip${broken ? ` (skipped: ${broken})` : ''}`, () => {
@@ -151,7 +160,10 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
       const cp = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', images);
       expect(cp.code).toBe(0);
       expect(cp.stdout).toMatch(/^ {2}criu-dump\s+[\d.]+ ms {2}[\d.]+ (B|KiB|MiB)$/m);
-      expect(cp.stdout).toMatch(/GPU state: none \(CUDA driver not found\)/);
+      expect(cp.stdout).toMatch(/^GPU state: none \(CUDA driver not found \(/m);
+      const m = await readManifest(images);
+      expect(m.kind === 'process' && m.process).toEqual({ pid: c.pid, leaveRunning: false });
+      expect(fs.existsSync(path.join(images, INCOMPLETE_FILE))).toBe(false);
       await until(() => !alive(c.pid));
       const dumped = c.read();
       const rs = await kybernate('process', 'restore', '--images', images);
@@ -161,13 +173,19 @@ describe.skipIf(lacks !== undefined)(`kybernate process${lacks ? ` (skipped: nee
       await until(() => c.read() > dumped + 3);
     });
 
-    it('--leave-running keeps the process running', async () => {
+    it('--leave-running keeps the process running; --images may be relative to the working directory', async () => {
       const d = dir('cli-leave');
       const c = await startCounter(d);
       defer(() => c.stop());
-      const r = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', path.join(d, 'img'), '--leave-running');
+      const r = await kybernateIn(d, 'process', 'checkpoint', '--pid', String(c.pid), '--images', 'img', '--leave-running', '--json');
       expect(r.code).toBe(0);
-      expect(r.stdout).toContain('the process keeps running');
+      const out = JSON.parse(r.stdout) as { ok: boolean; imagesDir: string; cuda: boolean };
+      expect(out).toMatchObject({ ok: true, imagesDir: path.join(d, 'img'), cuda: false });
+      const m = await readManifest(path.join(d, 'img'));
+      expect(m.kind === 'process' && m.process).toEqual({ pid: c.pid, leaveRunning: true });
+      const t = await kybernate('process', 'checkpoint', '--pid', String(c.pid), '--images', path.join(d, 'img2'), '--leave-running');
+      expect(t.code).toBe(0);
+      expect(t.stdout).toContain('the process keeps running');
       const v = c.read();
       await until(() => c.read() > v + 2);
     });

@@ -14,9 +14,9 @@ export interface Run {
   stderr: string;
 }
 
-/** Bundles src/cli and src/shim into dist/ (test/env/bundle.cjs). */
+/** Bundles src/cli and src/shim into dist/ (scripts/bundle.cjs). */
 export async function bundle(): Promise<void> {
-  await exec('flock', ['/tmp/kyb-build.lock', process.execPath, path.join(root, 'test', 'env', 'bundle.cjs')]);
+  await exec('flock', ['/tmp/kyb-build.lock', process.execPath, path.join(root, 'scripts', 'bundle.cjs')]);
 }
 
 export async function kybernate(args: string[], env?: NodeJS.ProcessEnv): Promise<Run> {

@@ -12,9 +12,10 @@ import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { Status, toStatus } from '../../src/errors';
 import {
-  CHUNK_BYTES, MANIFEST_FILE, hashListDigest, nodeVersions, readManifest, specDigest, verifyManifest, writeManifest,
-  type Expectations, type ManifestInput,
+  CHUNK_BYTES, MANIFEST_FILE, hashListDigest, readManifest, specDigest, verifyManifest, writeManifest,
+  type ContainerManifest, type ContainerManifestInput, type Expectations,
 } from '../../src/snapshot/manifest';
+import { nodeVersions } from '../../src/host/versions';
 import { compareVersions, majorOf } from '../../src/host/versions';
 
 const run = promisify(execFile);
@@ -35,7 +36,7 @@ function tmp(prefix: string): string {
 const bundle = tmp('bundle');
 fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', process: { args: ['sleep', 'inf'] } }));
 
-function input(over: Partial<ManifestInput> = {}): ManifestInput {
+function input(over: Partial<ContainerManifestInput> = {}): ContainerManifestInput {
   return {
     container: { id: 'ctr-1', namespace: 'k8s.io', image: 'docker.io/library/busybox:latest', bundle },
     spec: { digest: specDigest(bundle) },
@@ -105,7 +106,7 @@ describe('write and read', () => {
       expect(f.sha256).toBe(crypto.createHash('sha256').update(bytes).digest('hex'));
       expect(f.chunks).toBeUndefined();
     }
-    expect(read.spec.digest).toBe(`sha256:${crypto.createHash('sha256').update(fs.readFileSync(path.join(bundle, 'config.json'))).digest('hex')}`);
+    expect((read as ContainerManifest).spec.digest).toBe(`sha256:${crypto.createHash('sha256').update(fs.readFileSync(path.join(bundle, 'config.json'))).digest('hex')}`);
     await expect(verifyManifest(d, here)).resolves.toEqual(written);
   });
 
@@ -364,7 +365,7 @@ describe('bundled into one CommonJS file, as the shim is', () => {
     const out = tmp('bundle-cjs');
     const cjs = path.join(out, 'manifest.cjs');
     await build({
-      entryPoints: [fileURLToPath(new URL('../../src/checkpoint/manifest.ts', import.meta.url))],
+      entryPoints: [fileURLToPath(new URL('../../src/snapshot/manifest.ts', import.meta.url))],
       bundle: true, platform: 'node', format: 'cjs', target: 'node20', outfile: cjs, logLevel: 'silent',
     });
     const d = smallCheckpoint();

@@ -1,7 +1,7 @@
 // `kybernate process checkpoint|restore`: the manual checkpoint of one process tree, with its GPU state.
 import { parseArgs } from 'node:util';
 import type { Step, StepError } from '../../criu/process';
-import { UsageError } from '../run';
+import { UsageError } from '../usage-error';
 
 const FLAGS = {
   'tcp-established': { type: 'boolean' },
@@ -26,8 +26,11 @@ export function formatBytes(n: number): string {
 }
 
 function stepLines(steps: readonly Step[]): string {
+  // A GPU step runs once per process of the tree: its line names the process.
+  const label = (s: Step) => (s.pid === undefined ? s.step : `${s.step}:${s.pid}`);
+  const width = Math.max(16, ...steps.map((s) => label(s).length));
   return steps
-    .map((s) => `  ${s.step.padEnd(16)} ${s.ms.toFixed(1).padStart(10)} ms${s.bytes !== undefined ? `  ${formatBytes(s.bytes)}` : ''}`)
+    .map((s) => `  ${label(s).padEnd(width)} ${s.ms.toFixed(1).padStart(10)} ms${s.bytes !== undefined ? `  ${formatBytes(s.bytes)}` : ''}`)
     .join('\n');
 }
 
