@@ -1,7 +1,8 @@
 # Kybernate: build, test and install.
 #
 #   make setup     system packages, containerd 1.7/2.1 side by side, npm packages, build, test image
-#   make build     protobuf code, the C++ addon (incremental) and the bundled shim/CLI in dist/ + bin/
+#   make build     protobuf code (scripts/gen-proto.cjs), the C++ addon (incremental) and the bundled
+#                  shim/CLI in dist/ + bin/ (scripts/bundle.cjs)
 #   make test      the whole vitest suite (unit + end-to-end against private containerd daemons)
 #   make bench     test/bench/run.cjs
 #   make install   dist/ and the addon to $(PREFIX)/lib/kybernate, launchers to $(PREFIX)/bin
@@ -58,7 +59,7 @@ build: node-deps gen native bundle
 
 gen: src/gen/proto.js
 
-src/gen/proto.js: $(shell find proto -name '*.proto') test/env/gen-proto.cjs node_modules/.package-lock.json
+src/gen/proto.js: $(shell find proto -name '*.proto') scripts/gen-proto.cjs node_modules/.package-lock.json
 	@npm run --silent gen
 
 # Incremental: configure only when binding.gyp changed, then let make (inside build/) rebuild

@@ -7,7 +7,7 @@ const esbuild = require('esbuild');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '..', '..');
+const root = path.resolve(__dirname, '..');
 const dist = path.join(root, 'dist');
 const bin = path.join(root, 'bin');
 const entries = {

@@ -2,11 +2,9 @@
 // parse the checkpoint code and vice versa.
 import { RUNTIME_NAME, VERSION } from '../version';
 import { USAGE, commandUsage, helpKey } from './usage';
+import { UsageError } from './usage-error';
 
 export { USAGE };
-
-/** A wrong command line: printed with the usage, exit code 2. */
-export class UsageError extends Error {}
 
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { NativeError } from './errors';
-import { nativeBinding } from './index';
+import { nativeBinding } from './binding';
 import { Semaphore } from './semaphore';
 
 /** CRIU's cgroup handling (criu --manage-cgroups=<mode>). */

@@ -11,7 +11,7 @@
 // wait in FIFO order (the driver serialises per process anyway, and each call holds two threads).
 import { performance } from 'node:perf_hooks';
 import { NativeError } from './errors';
-import { nativeBinding } from './index';
+import { nativeBinding } from './binding';
 import { Semaphore } from './semaphore';
 
 export type CudaProcessState = 'running' | 'locked' | 'checkpointed' | 'failed';

@@ -41,7 +41,7 @@ function writeTask(ns: string, id: string, file: 'address' | 'bootstrap.json', c
 
 beforeAll(async () => {
   state = fs.mkdtempSync(path.join(os.tmpdir(), 'kyb-cli-suspend-'));
-  await exec(process.execPath, [path.join(root, 'test', 'env', 'bundle.cjs')]);
+  await exec(process.execPath, [path.join(root, 'scripts', 'bundle.cjs')]);
 }, 120_000);
 afterAll(() => fs.rmSync(state, { recursive: true, force: true }));
 

@@ -32,7 +32,7 @@ function prepare(): string | undefined {
     return `cannot build the fake libcuda with cc: ${(err as Error).message.split('\n')[0]}`;
   }
   // The shim and the CLI from this tree (the shim bundle also carries dist/kybernate.node).
-  execFileSync(process.execPath, [join(REPO_ROOT, 'test', 'env', 'bundle.cjs')], { stdio: 'ignore' });
+  execFileSync(process.execPath, [join(REPO_ROOT, 'scripts', 'bundle.cjs')], { stdio: 'ignore' });
   return undefined;
 }
 const lacks = prepare();

@@ -8,7 +8,7 @@ import { validateId } from '../../ids';
 import { DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, ShimClient } from '../../shim-client/client';
 import { CONTROL_SERVICE as SERVICE } from '../../shim-client/control';
 import { fromTimestamp } from '../../timestamp';
-import { UsageError } from '../run';
+import { UsageError } from '../usage-error';
 
 const C = kybernate.shim.v1;
 /** Checkpointing a full GPU's memory takes minutes at worst; the default deadline leaves room for that. */

@@ -10,19 +10,10 @@ import { cudaDriverVersion, cudaGpus, nvidiaDriverVersion } from '../../host/fac
 import { cgroupMode, kernelRelease, transparentHugepages, userfaultfdBuilt, vdsoMapped } from '../../host/kernel';
 import { commandOutput, libcriuVersion, toolVersion, which } from '../../host/versions';
 import { RUNTIME_NAME } from '../../version';
+import type { CheckResult } from './result';
 import { DEFAULT_ADDRESS, shimBinaryCheck } from './shim-binary';
 
-export type Status = 'OK' | 'WARN' | 'FAIL';
-
-export interface CheckResult {
-  name: string;
-  status: Status;
-  value: string;
-  fix?: string;
-  required: boolean;
-  /** Machine-readable details (versions as numbers, lists). */
-  data?: Record<string, unknown>;
-}
+export type { CheckResult, Status } from './result';
 
 const PROBE_TIMEOUT_MS = 10_000;
 

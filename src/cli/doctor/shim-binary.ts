@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { RUNTIME_NAME } from '../../version';
-import type { CheckResult } from './checks';
+import type { CheckResult } from './result';
 
 export const DEFAULT_ADDRESS = '/run/containerd/containerd.sock';
 const INSTALL_DIR = '/usr/local/bin'; // `make install`'s $(PREFIX)/bin
