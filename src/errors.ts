@@ -46,7 +46,7 @@ export const ERROR_CODES = {
   KYB_ERR_CUDA_HUNG: Status.DEADLINE_EXCEEDED,
   KYB_ERR_CUDA_INVALID: Status.INVALID_ARGUMENT,
   KYB_ERR_CUDA: Status.INTERNAL,
-  // Container checkpoints (src/checkpoint)
+  // Checkpoints and restores (src/snapshot, src/shim/checkpoint.ts, src/shim/process/restore.ts)
   KYB_ERR_CHECKPOINT_INVALID: Status.DATA_LOSS,
   KYB_ERR_CHECKPOINT_INCOMPATIBLE: Status.FAILED_PRECONDITION,
   KYB_ERR_CHECKPOINT_FAILED: Status.INTERNAL,

@@ -1,13 +1,13 @@
-// Task.Checkpoint of one container: GPU state into host memory, `runc checkpoint` (CRIU) into the
-// request's directory, the snapshot manifest last. Restore's half (verification before anything starts,
-// the GPU steps after `runc restore`) is in restore.ts.
+// Task.Checkpoint of one container: GPU state into host memory, `runc checkpoint` (CRIU) into a
+// snapshot writer of the store (the request's directory), the snapshot manifest last. Restore's half
+// (verification before anything starts, the GPU steps after `runc restore`) is process/restore.ts.
 //
 // Invariants:
 // - The CUDA driver is never called on a frozen process (it hangs there): a paused container is thawed
 //   for the CUDA steps and frozen again before the dump, so that callers that paused it (ctr, CRI) find
 //   it paused as they left it.
 // - Any failure leaves the container running (or paused, as it was) with its GPU state on the GPU, and
-//   the directory without a partial snapshot (src/checkpoint/snapshot-dir.ts); the error names the step
+//   the directory without a partial snapshot (src/snapshot/attempt.ts, through the store); the error names the step
 //   that failed.
 // - kybernate-manifest.json is written only after every image file is complete (--exit: and synced to disk).
 // - --exit: the processes die only once the snapshot is complete and durable, and run no instruction
@@ -20,8 +20,9 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { KybernateError } from '../errors';
 import { findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type GpuStep } from '../gpu/engine';
-import { specDigest, writeManifest, type SnapshotManifest } from '../snapshot/manifest';
-import { SnapshotAttempt } from '../snapshot/attempt';
+import { mapsCudaDriver } from '../gpu/driver';
+import { specDigest, type SnapshotManifest } from '../snapshot/manifest';
+import type { Snapshot, SnapshotStore, SnapshotWriter } from '../snapshot/store';
 import type { Container } from './container';
 import { manifestOptions, type ParsedCheckpointOptions } from './checkpoint-options';
 import { keepCriStatsDump } from './cri-files';
@@ -31,6 +32,7 @@ import { gpuMemoryOf, gpusOfSpec, nodeFacts, nsPidOf, warmCuda } from '../host/f
 const CUDA_LOCK_TIMEOUT_MS = 10_000;
 
 export interface CheckpointSummary {
+  snapshot: Snapshot;
   manifest: SnapshotManifest;
   steps: Array<{ step: string; ms: number; pid?: number }>;
 }
@@ -44,17 +46,6 @@ function criuErrors(logFile: string): string {
     return '';
   }
   return text.split('\n').filter((l) => /Error|error \(/.test(l)).slice(-5).map((l) => l.trim()).join('; ');
-}
-
-/** Whether any of pids has the CUDA driver mapped: decides if a paused container must be thawed at all. */
-function mapsCuda(pids: number[]): boolean {
-  return pids.some((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/maps`, 'utf8').includes('libcuda.so');
-    } catch {
-      return false;
-    }
-  });
 }
 
 /** Runs `work` with the container thawed if it was paused, freezing it again afterwards. */
@@ -89,16 +80,17 @@ async function suspendGpu(c: Container, paused: boolean, pids: number[]): Promis
   const out: GpuState = {
     cudaPids: c.gpuSuspension?.pids ?? [], deviceMemoryBytes: c.gpuSuspension?.deviceMemoryBytes ?? 0, suspendedHere: false, steps: [],
   };
-  if (c.gpuSuspension || !mapsCuda(pids)) return out;
+  if (c.gpuSuspension || !mapsCudaDriver(pids)) return out;
   warmCuda();
   try {
     await thawed(c, paused, async () => {
       const found = await findCudaProcesses(pids);
       out.cudaPids = found.cuda;
       if (out.cudaPids.length === 0) return;
-      // Device memory in use, read while it is still on the GPU.
-      out.deviceMemoryBytes = await gpuMemoryOf(out.cudaPids);
-      const s = await suspendGpuProcesses(out.cudaPids, { lockTimeoutMs: CUDA_LOCK_TIMEOUT_MS });
+      // Device memory in use, read while it is still on the GPU: alongside the lock, before the checkpoint.
+      const memory = gpuMemoryOf(out.cudaPids).catch(() => 0);
+      const s = await suspendGpuProcesses(out.cudaPids, { lockTimeoutMs: CUDA_LOCK_TIMEOUT_MS, whileLocked: memory });
+      out.deviceMemoryBytes = await memory;
       out.steps = s.steps;
       out.suspendedHere = true;
     });
@@ -109,23 +101,25 @@ async function suspendGpu(c: Container, paused: boolean, pids: number[]): Promis
 }
 
 /**
- * Checkpoints `c` into `dir`. Runs inside the init process's operation queue (Process.checkpoint), so no
- * pause/resume/kill of the container interleaves with it.
+ * Checkpoints `c` into a new snapshot at `ref`. Runs in the container's one operation queue
+ * (Process.checkpoint), so no pause, resume, suspend or update of the container interleaves with it;
+ * a Kill may, and then the checkpoint fails.
  */
-export async function checkpointContainer(c: Container, dir: string, opts: ParsedCheckpointOptions): Promise<CheckpointSummary> {
-  const attempt = await SnapshotAttempt.begin(dir, { container: c.id, namespace: c.namespace });
+export async function checkpointContainer(c: Container, ref: string, opts: ParsedCheckpointOptions, store: SnapshotStore): Promise<CheckpointSummary> {
+  const writer = await store.begin(ref, { container: c.id, namespace: c.namespace });
   try {
-    return await checkpointInto(c, dir, opts, attempt);
+    return await checkpointInto(c, opts, writer);
   } catch (err) {
     // Once committed the snapshot is complete: abort() keeps it whatever failed after that.
-    const left = await attempt.abort();
+    const left = await writer.abort();
     if (!left) throw err;
     const e = KybernateError.is(err) ? err : stepError(c, 'checkpoint', err);
     throw new KybernateError(e.code, `${e.message}; ${left}`, { cause: err });
   }
 }
 
-async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointOptions, attempt: SnapshotAttempt): Promise<CheckpointSummary> {
+async function checkpointInto(c: Container, opts: ParsedCheckpointOptions, writer: SnapshotWriter): Promise<CheckpointSummary> {
+  const dir = writer.dir;
   const steps: CheckpointSummary['steps'] = [];
   const t0 = performance.now();
   const paused = c.init.status === 'paused';
@@ -137,10 +131,10 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
   const spec = JSON.parse(fs.readFileSync(path.join(c.bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
   const annotations = (spec.annotations ?? {}) as Record<string, string>;
 
-  const commitManifest = async (): Promise<SnapshotManifest> => {
+  const commitManifest = async (): Promise<Snapshot> => {
     const tManifest = performance.now();
     steps.push({ step: 'total-before-manifest', ms: tManifest - t0 });
-    const m = await writeManifest(dir, {
+    const snapshot = await writer.commit({
       container: { id: c.id, namespace: c.namespace, image: annotations['io.kubernetes.cri.image-name'] ?? annotations['kybernate.io/image'], bundle: c.bundle },
       spec: { digest: specDigest(c.bundle) },
       versions: { criu: facts.criu ?? 'unknown', runc: facts.runc ?? 'unknown', kernel: facts.kernel, shim: facts.shim, ...(facts.driver ? { driver: facts.driver } : {}) },
@@ -150,9 +144,8 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
       options: { ...manifestOptions(opts), suspendedInPlace: !!c.gpuSuspension },
       steps: steps.map((s) => ({ step: s.pid ? `${s.step}:${s.pid}` : s.step, ms: Math.round(s.ms * 1000) / 1000 })),
     }, { durable: opts.exit });
-    await attempt.commit();
     steps.push({ step: 'manifest', ms: performance.now() - tManifest });
-    return m;
+    return snapshot;
   };
 
   // --exit: CRIU kills the processes only after the gate's verdict; without a gate the container is
@@ -179,7 +172,7 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
   fs.mkdirSync(workPath, { recursive: true, mode: 0o700 });
   const tDump = performance.now();
   gate?.arm('post-dump');
-  let manifest: SnapshotManifest | undefined;
+  let snapshot: Snapshot | undefined;
   let manifestError: unknown;
   try {
     const dump = c.runc.checkpoint(c.id, {
@@ -192,7 +185,7 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
       // Every image is written and closed; the processes wait, seized, for the verdict.
       steps.push({ step: 'criu-dump', ms: performance.now() - tDump });
       try {
-        manifest = await commitManifest();
+        snapshot = await commitManifest();
       } catch (err) {
         manifestError = err;
       }
@@ -212,7 +205,7 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
   } finally {
     gate?.disarm();
   }
-  if (!manifest) steps.push({ step: 'criu-dump', ms: performance.now() - tDump });
+  if (!snapshot) steps.push({ step: 'criu-dump', ms: performance.now() - tDump });
   if (!opts.workPath) {
     keepCriStatsDump(spec, c.id, workPath);
     fs.rmSync(workPath, { recursive: true, force: true });
@@ -229,9 +222,9 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
     steps.push({ step: 'cuda-resume', ms: performance.now() - tResume });
   }
 
-  if (!manifest) {
+  if (!snapshot) {
     try {
-      manifest = await commitManifest();
+      snapshot = await commitManifest();
     } catch (err) {
       // Left running, or (--exit without a gate) still frozen: either way it goes on as before. With a gate
       // that CRIU never ran (a runc that ignored org.criu.config) CRIU has killed it already: say so.
@@ -248,5 +241,5 @@ async function checkpointInto(c: Container, dir: string, opts: ParsedCheckpointO
   if (opts.exit) {
     await Promise.race([c.init.wait(), new Promise((r) => setTimeout(r, EXIT_WAIT_MS).unref())]);
   }
-  return { manifest, steps };
+  return { snapshot, manifest: snapshot.manifest, steps };
 }

@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { KybernateError, errExists, errNotFound, errPrecondition } from '../errors';
+import { validateId } from '../ids';
 import { markDeleted, writeBundleState } from './bundle-state';
 import type { StdioConfig } from './io';
 import { type MountSpec, mountAll, unmountAll } from './mount';
@@ -10,8 +11,10 @@ import { ExecProcess } from './process/exec';
 import { InitProcess } from './process/init';
 import type { Process } from './process/process';
 import { CriuGate } from './criu-gate';
-import { planRestore } from './restore';
+import { Restore } from './process/restore';
+import type { SnapshotStore } from '../snapshot/store';
 import { Runc } from './runc';
+import { OperationQueue } from './operation-queue';
 
 export interface CreateConfig {
   id: string;
@@ -20,14 +23,10 @@ export interface CreateConfig {
   stdio: StdioConfig;
   options: RuntimeOptions;
   namespace: string;
-  /** Restore from this checkpoint directory at Start instead of running the spec's process. */
+  /** Restore from this snapshot (a checkpoint directory) at Start instead of running the spec's process. */
   checkpoint?: string;
-}
-
-/** Identifiers become file names and runc arguments: allow containerd's identifier alphabet only. */
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
-export function validateId(kind: string, id: string): void {
-  if (!ID_PATTERN.test(id)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `invalid ${kind} ${JSON.stringify(id)}`);
+  /** Where snapshots are opened from. */
+  store: SnapshotStore;
 }
 
 function readSpec(bundle: string): Record<string, unknown> {
@@ -77,14 +76,16 @@ export class Container {
     const runc = new Runc({ binary: cfg.options.runcBinary, root: cfg.options.runcRoot, bundle: cfg.bundle, logPath: path.join(cfg.bundle, 'log.json'), systemdCgroup: cfg.options.systemdCgroup });
     writeBundleState(cfg.bundle, { runcRoot: cfg.options.runcRoot, runcBinary: cfg.options.runcBinary, systemdCgroup: cfg.options.systemdCgroup });
     // A checkpoint is verified before anything is mounted or started.
-    const restore = cfg.checkpoint ? await planRestore(cfg.checkpoint, cfg.bundle, runc, cfg.options.criuWorkPath) : undefined;
+    const restore = cfg.checkpoint
+      ? await Restore.plan(cfg.checkpoint, { id: cfg.id, bundle: cfg.bundle, runc, ...(cfg.options.criuWorkPath ? { workPath: cfg.options.criuWorkPath } : {}) }, cfg.store)
+      : undefined;
     // runc checkpoint reads CRIU's configuration file from the labels the container is created with:
     // the gate must be named now for --exit checkpoints to use it (a restore prepares it itself).
     if (!restore) CriuGate.prepare(cfg.bundle);
     const rootfs = path.join(cfg.bundle, 'rootfs');
     if (cfg.rootfs.length > 0) mountAll(cfg.rootfs, rootfs);
     const init = new InitProcess({
-      id: cfg.id, bundle: cfg.bundle, runc, stdio: cfg.stdio, noPivot: cfg.options.noPivot, noNewKeyring: cfg.options.noNewKeyring,
+      queue: new OperationQueue(), id: cfg.id, bundle: cfg.bundle, runc, stdio: cfg.stdio, noPivot: cfg.options.noPivot, noNewKeyring: cfg.options.noNewKeyring,
       namespace: cfg.namespace, ...(restore ? { restore } : {}),
     });
     try {
@@ -98,6 +99,9 @@ export class Container {
     const pidNs = namespaces.find((n) => n.type === 'pid');
     return new Container(cfg.id, cfg.bundle, runc, init, cfg.rootfs.length > 0, !pidNs || !!pidNs.path, cfg.namespace);
   }
+
+  /** The container's one operation queue (operation-queue.ts), shared with its init process. */
+  get ops(): OperationQueue { return this.init.queue; }
 
   /** The init process for '' or an exec by id. */
   process(execId: string): Process {

@@ -5,7 +5,7 @@ import Long from 'long';
 import type { Logger } from 'pino';
 import { errNotFound, errInvalid } from '../errors';
 import { kybernate, type google } from '../gen/proto';
-import type { CudaApi } from '../gpu/driver';
+import type { CudaApi } from '../gpu/engine';
 import type { Container } from './container';
 import type { Publisher } from './publisher';
 import { resumeContainer, suspendContainer, type ContainerStep } from './suspend';

@@ -9,13 +9,15 @@ import { KybernateError, errNotFound } from '../errors';
 import { checkpointContainer } from './checkpoint';
 import { parseCheckpointOptions } from './checkpoint-options';
 import { Container } from './container';
-import { resumeContainer } from './suspend';
+import { resumeInQueue } from './suspend';
+import { exitedUnder } from './operation-queue';
 import type { MountSpec } from './mount';
 import { parseRuntimeOptions, typeName } from './options';
 import type { Process } from './process/process';
 import type { ExitInfo, StatusName } from './process/types';
 import type { Publisher } from './publisher';
 import { VERSION } from '../version';
+import { LocalDirectoryStore, type SnapshotStore } from '../snapshot/store';
 
 const T = containerd.task.v2;
 const E = containerd.events;
@@ -45,6 +47,8 @@ export interface ServiceDeps {
   log: Logger;
   /** Called when Shutdown finds no containers left. */
   onShutdown: () => void;
+  /** Where checkpoints go and restores come from (default: directories on this node, as containerd names them). */
+  store?: SnapshotStore;
 }
 
 export class TaskService {
@@ -61,8 +65,11 @@ export class TaskService {
   /** Processes whose Start is in flight: their exits wait for their start event. */
   private readonly starting = new Set<Process>();
   private opsInFlight = 0;
+  private readonly store: SnapshotStore;
 
-  constructor(private readonly deps: ServiceDeps) {}
+  constructor(private readonly deps: ServiceDeps) {
+    this.store = deps.store ?? new LocalDirectoryStore();
+  }
 
   private container(id: string): Container {
     const c = this.containers.get(id);
@@ -84,7 +91,7 @@ export class TaskService {
     this.opsInFlight++;
     try {
       const c = await Container.create({
-        id: r.id, bundle: r.bundle, rootfs, stdio, options, namespace: this.deps.namespace,
+        id: r.id, bundle: r.bundle, rootfs, stdio, options, namespace: this.deps.namespace, store: this.store,
         ...(r.checkpoint ? { checkpoint: r.checkpoint } : {}),
       });
       this.containers.set(r.id, c);
@@ -117,10 +124,10 @@ export class TaskService {
       if (r.execId) {
         this.publish('/tasks/exec-started', 'containerd.events.TaskExecStarted', E.TaskExecStarted.encode({ containerId: c.id, execId: r.execId, pid: p.pid }).finish());
       } else {
-        if (c.init.restorePlan) this.deps.log.info({ id: c.id, pid: p.pid, steps: c.init.restoreSteps }, 'restored');
+        if (c.init.restore) this.deps.log.info({ id: c.id, pid: p.pid, snapshot: c.init.restore.snapshot.id, steps: c.init.restore.steps }, 'restored');
         this.publish('/tasks/start', 'containerd.events.TaskStart', E.TaskStart.encode({ containerId: c.id, pid: p.pid }).finish());
         // A restored init has a pid only now; a created one is watched from Create on.
-        if (c.init.restorePlan) await this.watchOom(c);
+        if (c.init.restore) await this.watchOom(c);
       }
     } finally {
       this.starting.delete(p);
@@ -191,9 +198,12 @@ export class TaskService {
   async resume(r: Req<'ResumeRequest'>): Promise<object> {
     const c = this.container(r.id);
     // A container suspended in place is frozen with its GPU state in host memory: resuming only the
-    // cgroup would leave its CUDA processes locked, so Task.Resume resumes the GPU too.
-    if (c.gpuSuspension) await resumeContainer(c);
-    else await c.init.resume();
+    // cgroup would leave its CUDA processes locked, so Task.Resume resumes the GPU too. Decided inside
+    // the queue: a suspend queued before this resume has set gpuSuspension by then.
+    await c.ops.run('resume', async () => {
+      if (c.gpuSuspension) await resumeInQueue(c);
+      else await c.init.resumeInQueue();
+    });
     this.publish('/tasks/resumed', 'containerd.events.TaskResumed', E.TaskResumed.encode({ containerId: r.id }).finish());
     return EMPTY;
   }
@@ -256,7 +266,10 @@ export class TaskService {
     const c = this.container(r.id);
     if (!r.path) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'checkpoint path is empty');
     const opts = parseCheckpointOptions(r.options);
-    const { manifest, steps } = await c.init.checkpoint(() => checkpointContainer(c, r.path, opts));
+    // A Kill during a checkpoint that leaves the container running ends it as a precondition failure. An
+    // --exit checkpoint ends the container itself: its failures say what happened on their own.
+    const work = () => checkpointContainer(c, r.path, opts, this.store);
+    const { manifest, steps } = await c.init.checkpoint(opts.exit ? work : () => exitedUnder(c, 'checkpoint', work));
     this.deps.log.info({ id: c.id, path: r.path, steps, cudaPids: manifest.cuda.pids, bytes: manifest.files.reduce((n, f) => n + f.size, 0) }, 'checkpointed');
     this.publish('/tasks/checkpointed', 'containerd.events.TaskCheckpointed', E.TaskCheckpointed.encode({ containerId: c.id, checkpoint: r.path }).finish());
     return EMPTY;

@@ -7,21 +7,25 @@
 //   BEFORE the freeze, resume thaws BEFORE the restore.
 // - A failed suspend leaves the container running with its GPU state on the GPU; a failed freeze
 //   rolls the GPU steps back.
-// - c.gpuSuspension is set exactly while the container's CUDA processes hold checkpointed GPU state.
-// - Suspend and resume of one container never overlap (one queue per container).
+// - c.gpuSuspension is set exactly while the container's CUDA processes hold checkpointed GPU state,
+//   with the device memory they held on the GPU (read between lock and checkpoint).
+// - Suspend and resume run in the container's one operation queue (operation-queue.ts), with its
+//   checkpoints, pauses and updates: none of them overlaps another.
+// - A suspend whose processes were killed under it fails as a precondition (the container exited),
+//   never as an internal error.
 import { performance } from 'node:perf_hooks';
 import { KybernateError, errPrecondition } from '../errors';
-import type { CudaApi } from '../gpu/driver';
 import {
-  GpuStepError, findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type GpuStepName, type GpuSuspend,
+  GpuStepError, findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses, type CudaApi, type GpuStepName, type GpuSuspend,
 } from '../gpu/engine';
 import type { Container } from './container';
-import { warmCuda } from '../host/facts';
+import { exitedUnder } from './operation-queue';
+import { gpuMemoryOf, warmCuda } from '../host/facts';
 
 /** What suspend/resume use of a Container (the class satisfies it). */
 export interface SuspendTarget {
   readonly id: string;
-  readonly init: Pick<Container['init'], 'status' | 'pause' | 'resume'>;
+  readonly init: Pick<Container['init'], 'status' | 'queue' | 'pauseInQueue' | 'resumeInQueue'> & { readonly pid?: number };
   gpuSuspension: Container['gpuSuspension'];
   pids(): Promise<number[]>;
 }
@@ -40,6 +44,8 @@ export interface SuspendOptions {
   lockTimeoutMs?: number;
   /** Tests: the CUDA module (default: src/native/cuda, loaded on first use). */
   api?: CudaApi | null;
+  /** Device memory the pids use on the GPU (default: nvidia-smi's answer; 0 when unknown). */
+  memoryOf?: (pids: number[]) => Promise<number>;
 }
 
 export interface SuspendResult {
@@ -51,6 +57,8 @@ export interface SuspendResult {
   steps: ContainerStep[];
   since: Date;
   durationMs: number;
+  /** Device memory the suspended processes held on the GPU (0 when unknown). */
+  deviceMemoryBytes: number;
 }
 
 export interface ResumeResult {
@@ -58,15 +66,6 @@ export interface ResumeResult {
   pids: number[];
   steps: ContainerStep[];
   durationMs: number;
-}
-
-const queues = new WeakMap<SuspendTarget, Promise<unknown>>();
-
-/** Runs `fn` after every earlier suspend/resume of `c` settled. */
-function serialized<T>(c: SuspendTarget, fn: () => Promise<T>): Promise<T> {
-  const run = (queues.get(c) ?? Promise.resolve()).then(fn, fn);
-  queues.set(c, run.catch(() => undefined));
-  return run;
 }
 
 function message(err: unknown): string {
@@ -85,7 +84,11 @@ async function timed<T>(steps: ContainerStep[], step: ContainerStepName, fn: () 
  * that is not running, is suspended already, or has no CUDA process.
  */
 export function suspendContainer(c: SuspendTarget, opts: SuspendOptions = {}): Promise<SuspendResult> {
-  return serialized(c, async () => {
+  return c.init.queue.run('suspend', () => exitedUnder(c, 'suspend', () => suspendInQueue(c, opts)));
+}
+
+async function suspendInQueue(c: SuspendTarget, opts: SuspendOptions): Promise<SuspendResult> {
+  {
     if (c.gpuSuspension) {
       throw new KybernateError('KYB_ERR_GPU_SUSPENDED',
         `container ${c.id} is suspended already (since ${c.gpuSuspension.since.toISOString()})`);
@@ -99,20 +102,23 @@ export function suspendContainer(c: SuspendTarget, opts: SuspendOptions = {}): P
       throw errPrecondition(`container ${c.id} has no CUDA processes${why ? ` (${why})` : ''}`);
     }
 
-    const gpu = await suspendGpuProcesses(found.cuda, { lockTimeoutMs: opts.lockTimeoutMs, api: opts.api });
+    // Read while the processes hold their device memory: from the lock on, they submit no new work, and
+    // the memory is given back only by the checkpoint that follows.
+    const memory = (opts.memoryOf ?? gpuMemoryOf)(found.cuda).catch(() => 0);
+    const gpu = await suspendGpuProcesses(found.cuda, { lockTimeoutMs: opts.lockTimeoutMs, api: opts.api, whileLocked: memory });
     steps.push(...gpu.steps);
     try {
-      await timed(steps, 'freeze', () => c.init.pause());
+      await timed(steps, 'freeze', () => c.init.pauseInQueue());
     } catch (err) {
-      // Paused meanwhile by Task.Pause: frozen after the checkpoint all the same, so this is a suspension.
-      if ((c.init.status as string) !== 'paused') await rollbackFreeze(c, gpu, err);
+      await rollbackFreeze(c, gpu, err);
     }
     const since = new Date();
-    c.gpuSuspension = { pids: [...gpu.pids], since };
+    const deviceMemoryBytes = await memory;
+    c.gpuSuspension = { pids: [...gpu.pids], since, deviceMemoryBytes };
     // Lock and checkpoint never run cuInit; the resume's restore does: run it now, not then.
     if (opts.api === undefined) warmCuda();
-    return { id: c.id, pids: [...gpu.pids], skipped: found.skipped, steps, since, durationMs: performance.now() - t0 };
-  });
+    return { id: c.id, pids: [...gpu.pids], skipped: found.skipped, steps, since, durationMs: performance.now() - t0, deviceMemoryBytes };
+  }
 }
 
 /** Undoes the GPU steps of a suspend whose freeze failed, then throws. */
@@ -132,7 +138,12 @@ async function rollbackFreeze(c: SuspendTarget, gpu: GpuSuspend, err: unknown): 
  * retries just those.
  */
 export function resumeContainer(c: SuspendTarget, opts: { api?: CudaApi | null } = {}): Promise<ResumeResult> {
-  return serialized(c, async () => {
+  return c.init.queue.run('resume-gpu', () => resumeInQueue(c, opts));
+}
+
+/** resumeContainer for work already running in the container's queue (Task.Resume of a suspended container). */
+export async function resumeInQueue(c: SuspendTarget, opts: { api?: CudaApi | null } = {}): Promise<ResumeResult> {
+  {
     const suspension = c.gpuSuspension;
     if (!suspension) throw errPrecondition(`container ${c.id} is not suspended`);
     const status = c.init.status;
@@ -146,7 +157,7 @@ export function resumeContainer(c: SuspendTarget, opts: { api?: CudaApi | null }
     // Running already: someone thawed it (Task.Resume); only the GPU steps are left.
     if (status === 'paused') {
       try {
-        await timed(steps, 'thaw', () => c.init.resume());
+        await timed(steps, 'thaw', () => c.init.resumeInQueue());
       } catch (err) {
         throw new KybernateError('KYB_ERR_RESTORE_FAILED',
           `resume of container ${c.id}: thaw failed: ${message(err)}; it stays suspended`, { cause: err });
@@ -162,5 +173,5 @@ export function resumeContainer(c: SuspendTarget, opts: { api?: CudaApi | null }
     }
     c.gpuSuspension = undefined;
     return { id: c.id, pids: [...suspension.pids], steps, durationMs: performance.now() - t0 };
-  });
+  }
 }

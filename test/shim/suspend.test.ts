@@ -4,10 +4,11 @@
 // frozen targets as the addon does) and a stand-in container whose freezer can fail. The success
 // paths run for real in test/e2e/suspend.test.ts.
 import { describe, expect, it } from 'vitest';
-import type { CudaApi } from '../../src/gpu/driver';
+import type { CudaApi } from '../../src/gpu/engine';
 import { GpuStepError, findCudaProcesses, resumeGpuProcesses, suspendGpuProcesses } from '../../src/gpu/engine';
 import { KybernateError } from '../../src/errors';
 import { resumeContainer, suspendContainer, type SuspendTarget } from '../../src/shim/suspend';
+import { OperationQueue } from '../../src/shim/operation-queue';
 
 type Op = 'lock' | 'checkpoint' | 'restore' | 'unlock';
 const MOVES: Record<Op, [from: string, to: string]> = {
@@ -160,7 +161,7 @@ describe('suspendGpuProcesses / resumeGpuProcesses', () => {
 });
 
 /** A container whose freezer makes the driver refuse its processes, as the addon does. */
-function container(d: FakeDriver, pids: number[], opts: { pauseFails?: boolean; pausedMeanwhile?: boolean } = {}) {
+function container(d: FakeDriver, pids: number[], opts: { pauseFails?: boolean } = {}) {
   const log = d.calls;
   const c = {
     id: 'c1',
@@ -168,18 +169,14 @@ function container(d: FakeDriver, pids: number[], opts: { pauseFails?: boolean; 
     gpuSuspension: undefined as SuspendTarget['gpuSuspension'],
     init: {
       status: 'running' as SuspendTarget['init']['status'],
-      async pause() {
+      queue: new OperationQueue(),
+      async pauseInQueue() {
         log.push('freeze');
-        if (opts.pausedMeanwhile) {
-          d.frozen = true;
-          c.init.status = 'paused';
-          throw new Error('cannot pause init process in paused state');
-        }
         if (opts.pauseFails) throw new Error('runc pause: freezer timed out');
         d.frozen = true;
         c.init.status = 'paused';
       },
-      async resume() {
+      async resumeInQueue() {
         log.push('thaw');
         d.frozen = false;
         c.init.status = 'running';
@@ -190,15 +187,18 @@ function container(d: FakeDriver, pids: number[], opts: { pauseFails?: boolean; 
   return c satisfies SuspendTarget;
 }
 
+/** 300 MiB per pid, as nvidia-smi would list them. */
+const memoryOf = async (pids: number[]) => pids.length * 300 * 1024 * 1024;
+
 describe('suspendContainer / resumeContainer', () => {
   it('checkpoints, then freezes; thaws, then restores; records and clears the suspension', async () => {
     const d = new FakeDriver([10, 11]);
     const c = container(d, [10, 11, 12]);
-    const s = await suspendContainer(c, { api: d });
+    const s = await suspendContainer(c, { api: d, memoryOf });
     expect(c.log).toEqual(['lock:10', 'lock:11', 'checkpoint:10', 'checkpoint:11', 'freeze']);
-    expect(s).toMatchObject({ id: 'c1', pids: [10, 11], skipped: [{ pid: 12 }] });
+    expect(s).toMatchObject({ id: 'c1', pids: [10, 11], skipped: [{ pid: 12 }], deviceMemoryBytes: 600 * 1024 * 1024 });
     expect(s.steps.map((x) => x.step)).toEqual(['find', 'cuda-lock', 'cuda-lock', 'cuda-checkpoint', 'cuda-checkpoint', 'freeze']);
-    expect(c.gpuSuspension).toEqual({ pids: [10, 11], since: s.since });
+    expect(c.gpuSuspension).toEqual({ pids: [10, 11], since: s.since, deviceMemoryBytes: 600 * 1024 * 1024 });
 
     await expect(suspendContainer(c, { api: d })).rejects.toMatchObject({ code: 'KYB_ERR_GPU_SUSPENDED' });
     c.log.length = 0;
@@ -220,13 +220,45 @@ describe('suspendContainer / resumeContainer', () => {
     expect(c.gpuSuspension).toBeUndefined();
   });
 
-  it('a container paused by Task.Pause between checkpoint and freeze counts as suspended', async () => {
+  it('reads the device memory while the processes are locked, before the checkpoint gives it back', async () => {
+    const d = new FakeDriver([10, 11]);
+    const c = container(d, [10, 11]);
+    const seen: string[] = [];
+    const s = await suspendContainer(c, {
+      api: d,
+      memoryOf: async (pids) => {
+        // Let the lock step run first: the checkpoint must still wait for this answer.
+        await new Promise((r) => setTimeout(r, 20));
+        seen.push(`memory:${pids.join(',')} after ${d.calls.join(' ')}`);
+        return 42;
+      },
+    });
+    expect(seen).toEqual(['memory:10,11 after lock:10 lock:11']);
+    expect(s.deviceMemoryBytes).toBe(42);
+    expect(c.gpuSuspension?.deviceMemoryBytes).toBe(42);
+  });
+
+  it('operations queued around a suspend run one at a time, each finding the state the previous one left', async () => {
     const d = new FakeDriver([10]);
-    const c = container(d, [10], { pausedMeanwhile: true });
-    const s = await suspendContainer(c, { api: d });
-    expect(s.pids).toEqual([10]);
-    expect(c.gpuSuspension?.pids).toEqual([10]);
-    expect(d.state.get(10)).toBe('checkpointed');
+    const c = container(d, [10]);
+    const pause = (): Promise<void> => c.init.queue.run('pause', async () => { d.calls.push(`pause sees ${c.init.status}`); });
+    const results = await Promise.allSettled([pause(), suspendContainer(c, { api: d }), suspendContainer(c, { api: d }), pause()]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect(results[2]).toMatchObject({ reason: { code: 'KYB_ERR_GPU_SUSPENDED' } });
+    expect(d.calls).toEqual(['pause sees running', 'lock:10', 'checkpoint:10', 'freeze', 'pause sees paused']);
+  });
+
+  it('a suspend whose container exited under it fails as a precondition, not an internal error', async () => {
+    const d = new FakeDriver([10]);
+    const c = container(d, [10]);
+    d.fail.set('checkpoint:10', new Error('CUDA_ERROR_INVALID_VALUE'));
+    const origLock = d.lock.bind(d);
+    // Killed while locked: the reaper has reported the init's exit when the checkpoint fails.
+    d.lock = async (pid: number) => { await origLock(pid); c.init.status = 'stopped'; };
+    const err = await caught(suspendContainer(c, { api: d }));
+    expect(err).toMatchObject({ code: 'KYB_ERR_FAILED_PRECONDITION' });
+    expect(err.message).toMatch(/^suspend of container c1: the container exited meanwhile \(/);
+    expect(c.gpuSuspension).toBeUndefined();
   });
 
   it('refuses containers that are not running or have no CUDA process', async () => {
@@ -255,7 +287,7 @@ describe('suspendContainer / resumeContainer', () => {
     const s = await suspendContainer(c, { api: d });
     d.fail.set('restore:11', new Error('restore failed'));
     await expect(resumeContainer(c, { api: d })).rejects.toMatchObject({ code: 'KYB_ERR_RESTORE_FAILED', pid: 11 });
-    expect(c.gpuSuspension).toEqual({ pids: [11], since: s.since });
+    expect(c.gpuSuspension).toMatchObject({ pids: [11], since: s.since });
     expect(c.init.status).toBe('running');
     d.fail.clear();
     c.log.length = 0;

@@ -1,6 +1,10 @@
 // The base of init and exec processes: a state object, exit bookkeeping and waiters. Public operations
-// are serialised per process and delegate to the current state; subclasses provide the do* workers.
+// run in an operation queue and delegate to the current state; subclasses provide the do* workers. An
+// init process runs in its container's queue (operation-queue.ts), so that its Start, Pause, Resume,
+// Update, Checkpoint and Delete are ordered with the container's GPU suspend and resume; an exec has a
+// queue of its own.
 import type { ProcessIO, StdioConfig } from '../io';
+import { OperationQueue } from '../operation-queue';
 import { CreatedState, type State, type StateHost } from './states';
 import type { ExitInfo, StatusName } from './types';
 
@@ -10,11 +14,10 @@ export abstract class Process implements StateHost {
   exit?: ExitInfo;
   io?: ProcessIO;
   private state: State = new CreatedState(this);
-  private queue: Promise<unknown> = Promise.resolve();
   private readonly exited: Promise<ExitInfo>;
   private resolveExit!: (e: ExitInfo) => void;
 
-  constructor(readonly id: string, readonly stdio: StdioConfig) {
+  constructor(readonly id: string, readonly stdio: StdioConfig, readonly queue: OperationQueue = new OperationQueue()) {
     this.exited = new Promise((r) => { this.resolveExit = r; });
   }
 
@@ -36,19 +39,17 @@ export abstract class Process implements StateHost {
   /** Resolves when the process has exited (immediately if it already has). */
   wait(): Promise<ExitInfo> { return this.exited; }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
-  start(): Promise<void> { return this.serial(() => this.state.start()); }
-  delete(): Promise<void> { return this.serial(() => this.state.delete()); }
-  pause(): Promise<void> { return this.serial(() => this.state.pause()); }
-  resume(): Promise<void> { return this.serial(() => this.state.resume()); }
-  update(resourcesJson: string): Promise<void> { return this.serial(() => this.state.update(resourcesJson)); }
-  /** Runs `work` (a checkpoint) if the state allows it, serialised with the other operations. */
-  checkpoint<T>(work: () => Promise<T>): Promise<T> { return this.serial(() => this.state.checkpoint(work)); }
+  start(): Promise<void> { return this.queue.run('start', () => this.state.start()); }
+  delete(): Promise<void> { return this.queue.run('delete', () => this.state.delete()); }
+  pause(): Promise<void> { return this.queue.run('pause', () => this.pauseInQueue()); }
+  resume(): Promise<void> { return this.queue.run('resume', () => this.resumeInQueue()); }
+  update(resourcesJson: string): Promise<void> { return this.queue.run('update', () => this.state.update(resourcesJson)); }
+  /** Runs `work` (a checkpoint) if the state allows it, in the queue with the other operations. */
+  checkpoint<T>(work: () => Promise<T>): Promise<T> { return this.queue.run('checkpoint', () => this.state.checkpoint(work)); }
+  /** Pause for work already running in this process's queue (a GPU suspend's freeze). */
+  pauseInQueue(): Promise<void> { return this.state.pause(); }
+  /** Resume for work already running in this process's queue (a GPU resume's thaw). */
+  resumeInQueue(): Promise<void> { return this.state.resume(); }
   /** Kill is not queued behind other operations: it must be able to interrupt a stuck start or pause. */
   kill(signal: number, all: boolean): Promise<void> { return this.state.kill(signal, all); }
   /** Reported by the reaper; legal in every state. */

@@ -60,7 +60,7 @@ for f in $(grep -lzxF "$FAKE_CUDA_MARKER" /proc/[0-9]*/environ 2>/dev/null); do
 done
 `);
   chmodSync(smi, 0o755);
-  execFileSync(process.execPath, [join(REPO_ROOT, 'test', 'env', 'bundle.cjs')], { stdio: 'ignore' });
+  execFileSync(process.execPath, [join(REPO_ROOT, 'scripts', 'bundle.cjs')], { stdio: 'ignore' });
   return undefined;
 }
 
@@ -158,14 +158,17 @@ const NEXT: Record<string, Record<string, string>> = {
  * begins before the previous one returned; each call is legal in the state the successful earlier ones
  * left (running -lock-> locked -checkpoint-> checkpointed -restore-> locked -unlock-> running); every
  * call found its target thawed and, unless `failuresAllowed` (processes killed under an operation answer
- * with errors), succeeded. Empty when the log is clean.
+ * with errors, and the fake then finds no cgroup for them: frozen=-1), succeeded. Empty when the log is clean.
  */
 export function driverViolations(calls: DriverCall[], opts: { failuresAllowed?: boolean } = {}): string[] {
   const problems: string[] = [];
   const state = new Map<number, string>();
   const inFlight = new Map<number, string>();
   for (const c of calls) {
-    if (c.frozen !== '0') problems.push(`${c.line}: the target was not thawed`);
+    // frozen=-1: the fake found no cgroup for the pid, so it had exited (killed under an operation).
+    if (c.frozen === '1' || (c.frozen !== '0' && !(opts.failuresAllowed && c.frozen === '-1'))) {
+      problems.push(`${c.line}: the target was not thawed`);
+    }
     const s = state.get(c.pid) ?? 'running';
     if (c.kind === 'begin') {
       const busy = inFlight.get(c.pid);
