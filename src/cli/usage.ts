@@ -44,11 +44,11 @@ export const COMMANDS: Record<string, CommandHelp> = {
     description: 'checkpoint a running process tree, with its GPU state, into image files (it stops, unless --leave-running)',
     options: [
       ['--pid P', 'the root of the process tree (required; CRIU dumps P and all its descendants)'],
-      ['--images DIR', 'where the image files and manifest.json are written (required)'],
+      ['--images DIR', 'where the image files and kybernate-manifest.json are written (required; empty or new)'],
       ['--leave-running', 'let the tree run on after the checkpoint instead of stopping it'],
       ...CRIU_OPTIONS,
     ],
-    notes: ['A restore must be given the same CRIU options as the checkpoint.'],
+    notes: ['The manifest records the CRIU options; `process restore` repeats them (options given to it win).'],
   },
   'process restore': {
     synopsis: [
@@ -57,7 +57,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
     ],
     description: 'restore a process tree, with its GPU state, from the images of `process checkpoint`',
     options: [
-      ['--images DIR', 'the directory `process checkpoint` wrote (required; refused unless manifest.json matches it)'],
+      ['--images DIR', 'the directory `process checkpoint` wrote (required; refused unless every file matches kybernate-manifest.json)'],
       ...CRIU_OPTIONS,
     ],
     notes: ['The tree gets its old pids back: they must be free, and the files it had open must still exist.'],

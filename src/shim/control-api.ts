@@ -1,7 +1,8 @@
 // Wiring only: the Control service's methods with their wire types.
 import { kybernate } from '../gen/proto';
 import { registerService, unary, type ServiceTable, type TtrpcServer } from '../ttrpc';
-import { CONTROL_SERVICE, type ControlService } from './control';
+import type { ControlService } from './control';
+import { CONTROL_SERVICE } from '../shim-client/control';
 
 const C = kybernate.shim.v1;
 

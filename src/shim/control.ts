@@ -8,15 +8,13 @@ import { kybernate, type google } from '../gen/proto';
 import type { CudaApi } from '../gpu/engine';
 import type { Container } from './container';
 import type { Publisher } from './publisher';
+import { TOPIC_RESUMED, TOPIC_SUSPENDED } from '../shim-client/control';
 import { resumeContainer, suspendContainer, type ContainerStep } from './suspend';
 
 const C = kybernate.shim.v1;
 const E = kybernate.events.v1;
 type Req<K extends 'SuspendRequest' | 'ResumeRequest' | 'StatusRequest'> = ReturnType<(typeof C)[K]['decode']>;
 
-export const CONTROL_SERVICE = 'kybernate.shim.v1.Control';
-export const TOPIC_SUSPENDED = '/kybernate/suspended';
-export const TOPIC_RESUMED = '/kybernate/resumed';
 
 export interface ControlDeps {
   /** The Task service's containers (the same map, so both services see one truth). */

@@ -2,7 +2,7 @@
 import * as path from 'node:path';
 import { ProcessIO, type StdioConfig } from '../io';
 import { INIT_PID_FILE } from '../bundle-state';
-import { errNotFound } from '../../errors';
+import { KybernateError, errNotFound } from '../../errors';
 import { readPidFile, type Runc } from '../runc';
 import type { Restore } from './restore';
 import { Process } from './process';
@@ -61,7 +61,7 @@ export class InitProcess extends Process {
       await this.cfg.runc.delete(this.cfg.id, false);
     } catch (err) {
       // The container may be gone already (runc state removed); only a still-existing container is an error.
-      if (!/does not exist|not found/i.test((err as Error).message)) throw err;
+      if (!(KybernateError.is(err) && err.code === 'KYB_ERR_NOT_FOUND')) throw err;
     }
     await this.io?.drain();
     this.io?.destroy();
