@@ -86,21 +86,24 @@ export class TaskService {
     const rootfs: MountSpec[] = r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] }));
     const stdio = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
     const options = parseRuntimeOptions(r.options, this.deps.namespace);
+    // containerd 2.x turns runc options' criu_image_path into `checkpoint` itself; 1.x passes it only in
+    // the options for a runtime not named io.containerd.runc.*: either way it is where the restore reads.
+    const checkpoint = r.checkpoint || options.criuImagePath || '';
     const t0 = performance.now();
     this.creating.add(r.id);
     this.opsInFlight++;
     try {
       const c = await Container.create({
         id: r.id, bundle: r.bundle, rootfs, stdio, options, namespace: this.deps.namespace, store: this.store,
-        ...(r.checkpoint ? { checkpoint: r.checkpoint } : {}),
+        ...(checkpoint ? { checkpoint } : {}),
       });
       this.containers.set(r.id, c);
       // Watched before Create returns, so before Start can let the workload run: an OOM kill at its first
       // instruction is not missed (containerd's runc shim starts watching only after Start returned).
-      if (r.checkpoint) this.deps.log.info({ id: r.id, checkpoint: r.checkpoint, ms: performance.now() - t0 }, 'created from a checkpoint');
+      if (checkpoint) this.deps.log.info({ id: r.id, checkpoint, ms: performance.now() - t0 }, 'created from a checkpoint');
       else await this.watchOom(c);
       this.publish('/tasks/create', 'containerd.events.TaskCreate', E.TaskCreate.encode({
-        containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint: r.checkpoint,
+        containerId: r.id, bundle: r.bundle, rootfs: r.rootfs, pid: c.init.pid, checkpoint,
         io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
       }).finish());
       return { pid: c.init.pid };
