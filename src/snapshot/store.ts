@@ -45,8 +45,11 @@ export interface SnapshotWriter {
 export interface SnapshotStore {
   /** A writer for a new snapshot at `ref`. */
   begin(ref: string, owner: AttemptInfo): Promise<SnapshotWriter>;
-  /** The complete snapshot at `ref`, checked against `expect`; KYB_ERR_CHECKPOINT_INVALID / _INCOMPATIBLE. */
-  open(ref: string, expect: Expectations): Promise<Snapshot>;
+  /**
+   * The complete snapshot at `ref`, checked against `expect` (null: on any node, for listing);
+   * KYB_ERR_CHECKPOINT_INVALID / _INCOMPATIBLE.
+   */
+  open(ref: string, expect: Expectations | null): Promise<Snapshot>;
 }
 
 class DirectorySnapshot implements Snapshot {
@@ -75,7 +78,7 @@ export class LocalDirectoryStore implements SnapshotStore {
     };
   }
 
-  async open(ref: string, expect: Expectations): Promise<Snapshot> {
+  async open(ref: string, expect: Expectations | null): Promise<Snapshot> {
     const dir = LocalDirectoryStore.dirOf(ref);
     const { manifest, id } = await checkManifestWithId(dir, expect);
     return new DirectorySnapshot(id, dir, manifest);
