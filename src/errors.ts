@@ -1,5 +1,6 @@
 // The one table of Kybernate error codes. Every error that crosses a process or RPC boundary is a
-// KybernateError with one of these codes; toStatusCode() is the only place a code becomes a gRPC status.
+// KybernateError with one of these codes; toStatus() is the only place a code becomes a gRPC status, and
+// fromStatus() the only place a gRPC status from another server (containerd) becomes a code.
 
 /** gRPC status codes (the numbering ttrpc and containerd use). */
 export const Status = {
@@ -54,6 +55,38 @@ export const ERROR_CODES = {
   KYB_ERR_GPU_SUSPENDED: Status.FAILED_PRECONDITION,
 } as const satisfies Record<string, StatusCode>;
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * gRPC status → code, for statuses that come back from another server (containerd's API): the inverse of
+ * ERROR_CODES where that is one-to-one; a status without a code of its own gets the nearest one. By status
+ * only, never by message text. OK and numbers outside the table give KYB_ERR_RUNTIME.
+ */
+const STATUS_CODES = {
+  [Status.CANCELLED]: 'KYB_ERR_CANCELLED',
+  // containerd's UNKNOWN is an error it could not classify, most often the runtime's (runc, a shim).
+  [Status.UNKNOWN]: 'KYB_ERR_RUNTIME',
+  [Status.INVALID_ARGUMENT]: 'KYB_ERR_INVALID_ARGUMENT',
+  [Status.DEADLINE_EXCEEDED]: 'KYB_ERR_DEADLINE',
+  [Status.NOT_FOUND]: 'KYB_ERR_NOT_FOUND',
+  [Status.ALREADY_EXISTS]: 'KYB_ERR_ALREADY_EXISTS',
+  [Status.PERMISSION_DENIED]: 'KYB_ERR_PERMISSION',
+  [Status.RESOURCE_EXHAUSTED]: 'KYB_ERR_RESOURCE_EXHAUSTED',
+  [Status.FAILED_PRECONDITION]: 'KYB_ERR_FAILED_PRECONDITION',
+  // A concurrent change got there first: the state was not the one the call needed.
+  [Status.ABORTED]: 'KYB_ERR_FAILED_PRECONDITION',
+  [Status.OUT_OF_RANGE]: 'KYB_ERR_INVALID_ARGUMENT',
+  [Status.UNIMPLEMENTED]: 'KYB_ERR_UNIMPLEMENTED',
+  [Status.INTERNAL]: 'KYB_ERR_INTERNAL',
+  [Status.UNAVAILABLE]: 'KYB_ERR_UNAVAILABLE',
+  // Not KYB_ERR_CHECKPOINT_INVALID: that one is about our snapshots, not about what containerd lost.
+  [Status.DATA_LOSS]: 'KYB_ERR_RUNTIME',
+  [Status.UNAUTHENTICATED]: 'KYB_ERR_PERMISSION',
+} as const satisfies Record<Exclude<StatusCode, typeof Status.OK>, ErrorCode>;
+
+/** The code of an error that came back from a gRPC server with status `code`. */
+export function fromStatus(code: number): ErrorCode {
+  return (STATUS_CODES as Partial<Record<number, ErrorCode>>)[code] ?? 'KYB_ERR_RUNTIME';
+}
 
 const brand = Symbol.for('kybernate.error');
 

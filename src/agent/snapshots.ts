@@ -27,11 +27,15 @@ export interface SnapshotInfo {
   createdAt: Date;
   sizeBytes: number;
   gpuMemoryBytes: number;
+  /** The CUDA processes it holds GPU state for (host pids at checkpoint time). */
+  cudaPids: number[];
   /** The task ended with the checkpoint (scale to zero). */
   exited: boolean;
 }
 
 const DELETING_PREFIX = '.deleting-';
+/** What the agent keeps beside a snapshot directory (not in it: the manifest vouches for its files only). */
+const SIDECAR = '.io.json';
 /** Snapshot directories are named by their creation time, so names sort oldest first. */
 const SNAPSHOT_DIR = /^\d{13}-[0-9a-f]{8}$/;
 
@@ -40,7 +44,7 @@ function info(namespace: string, containerId: string, snap: { id: string; dir: s
   return {
     id: snap.id, namespace, containerId, path: snap.dir, createdAt: new Date(m.createdAt),
     sizeBytes: m.files.reduce((n, f) => n + f.size, 0), gpuMemoryBytes: m.cuda.deviceMemoryBytes,
-    exited: m.options.exit === true,
+    cudaPids: [...m.cuda.pids], exited: m.options.exit === true,
   };
 }
 
@@ -78,6 +82,17 @@ export class SnapshotDirectory {
   async release(dir: string): Promise<void> {
     if (fs.existsSync(path.join(dir, MANIFEST_FILE)) && !fs.existsSync(path.join(dir, INCOMPLETE_FILE))) return;
     await fs.promises.rm(dir, { recursive: true, force: true });
+    await fs.promises.rm(`${dir}${SIDECAR}`, { force: true });
+  }
+
+  /** The complete snapshot a checkpoint just wrote into `dir` (from allocate); KYB_ERR_CHECKPOINT_INVALID otherwise. */
+  async at(namespace: string, id: string, dir: string): Promise<SnapshotInfo> {
+    if (path.dirname(dir) !== this.containerDir(namespace, id)) {
+      throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `${dir} is not a snapshot directory of ${namespace}/${id}`);
+    }
+    const snap = await this.open(dir);
+    if (!snap) throw new KybernateError('KYB_ERR_CHECKPOINT_INVALID', `the checkpoint of ${namespace}/${id} left no complete snapshot in ${dir}`);
+    return info(namespace, id, snap);
   }
 
   /** The complete snapshots, oldest first; of one namespace, or of one container. */
@@ -127,6 +142,7 @@ export class SnapshotDirectory {
     const gone = path.join(path.dirname(s.path), `${DELETING_PREFIX}${path.basename(s.path)}`);
     await fs.promises.rename(s.path, gone);
     await fs.promises.rm(gone, { recursive: true, force: true });
+    await fs.promises.rm(`${s.path}${SIDECAR}`, { force: true });
     return s;
   }
 
@@ -143,6 +159,7 @@ export class SnapshotDirectory {
           const dir = path.join(parent, name);
           if (name.startsWith(DELETING_PREFIX) || (SNAPSHOT_DIR.test(name) && await abandoned(dir))) {
             await fs.promises.rm(dir, { recursive: true, force: true });
+            if (!name.startsWith(DELETING_PREFIX)) await fs.promises.rm(`${dir}${SIDECAR}`, { force: true });
             removed.push(dir);
           }
         }

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ERROR_CODES, KybernateError, Status, toStatus } from '../../src/errors';
+import { ERROR_CODES, KybernateError, Status, fromStatus, toStatus } from '../../src/errors';
 
 const root = path.resolve(__dirname, '../..');
 
@@ -35,5 +35,20 @@ describe('error codes', () => {
     expect(toStatus(Object.assign(new Error('no driver'), { code: 'KYB_ERR_CUDA_NO_DRIVER' })).code).toBe(Status.FAILED_PRECONDITION);
     expect(toStatus(Object.assign(new Error('gone'), { code: 'ENOENT' })).code).toBe(Status.NOT_FOUND);
     expect(toStatus(new Error('boom'))).toEqual({ code: Status.UNKNOWN, message: 'boom' });
+  });
+
+  it('maps a gRPC status from another server (containerd) back to a code, by status only', () => {
+    // The inverse of the table where it is one-to-one.
+    for (const code of ['KYB_ERR_CANCELLED', 'KYB_ERR_INVALID_ARGUMENT', 'KYB_ERR_DEADLINE', 'KYB_ERR_NOT_FOUND',
+      'KYB_ERR_ALREADY_EXISTS', 'KYB_ERR_PERMISSION', 'KYB_ERR_RESOURCE_EXHAUSTED', 'KYB_ERR_FAILED_PRECONDITION',
+      'KYB_ERR_UNIMPLEMENTED', 'KYB_ERR_UNAVAILABLE', 'KYB_ERR_RUNTIME', 'KYB_ERR_INTERNAL'] as const) {
+      expect(fromStatus(ERROR_CODES[code]), code).toBe(code);
+    }
+    expect(fromStatus(Status.ABORTED)).toBe('KYB_ERR_FAILED_PRECONDITION');
+    expect(fromStatus(Status.OUT_OF_RANGE)).toBe('KYB_ERR_INVALID_ARGUMENT');
+    expect(fromStatus(Status.UNAUTHENTICATED)).toBe('KYB_ERR_PERMISSION');
+    expect(fromStatus(Status.DATA_LOSS)).toBe('KYB_ERR_RUNTIME');
+    expect(fromStatus(Status.OK)).toBe('KYB_ERR_RUNTIME');
+    expect(fromStatus(99)).toBe('KYB_ERR_RUNTIME');
   });
 });
