@@ -2,7 +2,7 @@
 #
 #   make setup     system packages, containerd 1.7/2.1 side by side, npm packages, build, test image
 #   make build     protobuf code (scripts/gen-proto.cjs), the C++ addon (incremental) and the bundled
-#                  shim/CLI in dist/ + bin/ (scripts/bundle.cjs)
+#                  shim/CLI/agent in dist/ + bin/ (scripts/bundle.cjs)
 #   make test      the whole vitest suite (unit + end-to-end against private containerd daemons)
 #   make bench     test/bench/run.cjs
 #   make install   dist/ and the addon to $(PREFIX)/lib/kybernate, launchers to $(PREFIX)/bin
@@ -88,7 +88,7 @@ bench: build image
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/kybernate $(DESTDIR)$(PREFIX)/bin
 	install -m 0644 dist/*.cjs $(wildcard dist/*.cjs.map) dist/kybernate.node $(DESTDIR)$(PREFIX)/lib/kybernate/
-	@for name in containerd-shim-kybernate-v2 kybernate; do \
+	@for name in containerd-shim-kybernate-v2 kybernate kybernate-agent; do \
 	  test -f dist/$$name.cjs || { echo "install: dist/$$name.cjs was not built" >&2; exit 1; }; \
 	  printf '#!%s\n'"'use strict';"'\nrequire(%s);\n' "$(NODE)" "'$(PREFIX)/lib/kybernate/$$name.cjs'" \
 	    > $(DESTDIR)$(PREFIX)/bin/$$name; \

@@ -13,6 +13,7 @@ const bin = path.join(root, 'bin');
 const entries = {
   'containerd-shim-kybernate-v2': 'src/shim/main.ts',
   kybernate: 'src/cli/main.ts',
+  'kybernate-agent': 'src/agent/main.ts',
 };
 
 fs.mkdirSync(dist, { recursive: true });

@@ -1,4 +1,5 @@
-// `kybernate`: node diagnostics and manual process checkpoint/restore. Commands live in commands/.
+// `kybernate`: node diagnostics, manual process checkpoint/restore, and the node agent's workloads (ps,
+// suspend, resume). Commands live in commands/.
 import { run } from './run';
 
 void run(process.argv.slice(2)).then((code) => {

@@ -1,6 +1,7 @@
 // Command dispatch. Each command module is imported only when it runs, so `kybernate doctor` does not
 // parse the checkpoint code and vice versa.
 import { RUNTIME_NAME, VERSION } from '../version';
+import { EXIT } from './exit-codes';
 import { USAGE, commandUsage, helpKey } from './usage';
 import { UsageError } from './usage-error';
 
@@ -13,7 +14,7 @@ export async function run(argv: string[]): Promise<number> {
   const optionArgs = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
   if (key !== undefined && (optionArgs.includes('--help') || optionArgs.includes('-h'))) {
     process.stdout.write(commandUsage(key));
-    return 0;
+    return EXIT.OK;
   }
   try {
     switch (cmd) {
@@ -21,6 +22,8 @@ export async function run(argv: string[]): Promise<number> {
         return await (await import('./commands/doctor')).doctorCommand(rest);
       case 'process':
         return await (await import('./commands/process')).processCommand(rest);
+      case 'ps':
+        return await (await import('./commands/ps')).psCommand(rest);
       case 'suspend':
         return await (await import('./commands/suspend')).suspendCommand(rest);
       case 'resume':
@@ -37,16 +40,16 @@ export async function run(argv: string[]): Promise<number> {
       case '--help':
       case '-h':
         process.stdout.write(USAGE);
-        return cmd === undefined ? 2 : 0;
+        return cmd === undefined ? EXIT.USAGE : EXIT.OK;
       default:
         throw new UsageError(`unknown command: ${cmd}`);
     }
   } catch (err) {
     if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`kybernate: ${(err as Error).message}\n\n${key === undefined ? USAGE : commandUsage(key)}`);
-      return 2;
+      return EXIT.USAGE;
     }
     process.stderr.write(`kybernate: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 1;
+    return EXIT.FAILED;
   }
 }

@@ -12,6 +12,8 @@ interface CommandHelp {
   notes?: string[];
 }
 
+const EXIT_CODES = 'Exit codes: 0 ok, 1 the operation failed, 2 usage error, 3 the agent is not running.';
+
 const CRIU_OPTIONS: Array<[string, string]> = [
   ['--tcp-established', 'checkpoint/restore established TCP connections (CRIU --tcp-established)'],
   ['--shell-job', 'the tree was started from a shell and shares its session or terminal (CRIU --shell-job)'],
@@ -23,7 +25,16 @@ const CRIU_OPTIONS: Array<[string, string]> = [
 
 const CONTAINER_OPTIONS: Array<[string, string]> = [
   ['-n, --namespace NS', 'containerd namespace of the container (default "default"; Kubernetes: k8s.io)'],
-  ['--state-dir DIR', 'containerd\'s state directory, where the shim\'s socket is found (default /run/containerd)'],
+  ['--agent SOCKET', 'go through the node agent at SOCKET (default $KYBERNATE_AGENT, else /run/kybernate/agent.sock if it exists)'],
+  ['--state-dir DIR', 'go straight to the container\'s shim, found in containerd\'s state directory DIR (default /run/containerd)'],
+];
+
+/** How suspend, resume and gpu-status choose between the agent and the shim, and what their exit codes mean. */
+const CONTAINER_NOTES = [
+  'Through the node agent when --agent or $KYBERNATE_AGENT names one or /run/kybernate/agent.sock exists;',
+  'otherwise (or with --state-dir) straight through the container\'s shim. The agent runs one operation per',
+  'container at a time: a second one waits for the first.',
+  EXIT_CODES,
 ];
 
 export const COMMANDS: Record<string, CommandHelp> = {
@@ -62,8 +73,23 @@ export const COMMANDS: Record<string, CommandHelp> = {
     ],
     notes: ['The tree gets its old pids back: they must be free, and the files it had open must still exist.'],
   },
+  ps: {
+    synopsis: ['ps [-n NS | -A] [--agent SOCKET] [--json]'],
+    description: 'list the node\'s Kybernate workloads through the node agent: state, GPU memory, snapshot, since when',
+    options: [
+      ['-n, --namespace NS', 'only this containerd namespace (default "default")'],
+      ['-A, --all-namespaces', 'every namespace'],
+      ['--agent SOCKET', 'the node agent\'s socket (default $KYBERNATE_AGENT, else /run/kybernate/agent.sock)'],
+      ['--json', 'print the workloads as JSON'],
+    ],
+    notes: [
+      'States: RUNNING, PAUSED (frozen, GPU state on the GPU), SUSPENDED (GPU state in host memory, frozen),',
+      'CHECKPOINTED (no task; a snapshot of it exists), STOPPED. Needs the agent (kybernate-agent).',
+      EXIT_CODES,
+    ],
+  },
   suspend: {
-    synopsis: ['suspend <container> [-n NS] [--state-dir DIR] [--lock-timeout SECONDS] [--timeout SECONDS] [--json]'],
+    synopsis: ['suspend <container> [-n NS] [--agent SOCKET | --state-dir DIR] [--lock-timeout SECONDS]', '        [--timeout SECONDS] [--json]'],
     description: 'GPU suspend in place: checkpoint the container\'s CUDA state into host memory, then freeze it',
     options: [
       ...CONTAINER_OPTIONS,
@@ -71,16 +97,19 @@ export const COMMANDS: Record<string, CommandHelp> = {
       ['--timeout SECONDS', 'give up after this long (default 1200)'],
       ['--json', 'print the result as JSON'],
     ],
+    notes: CONTAINER_NOTES,
   },
   resume: {
-    synopsis: ['resume <container> [-n NS] [--state-dir DIR] [--timeout SECONDS] [--json]'],
+    synopsis: ['resume <container> [-n NS] [--agent SOCKET | --state-dir DIR] [--timeout SECONDS] [--json]'],
     description: 'thaw a suspended container, then restore its GPU state',
     options: [...CONTAINER_OPTIONS, ['--timeout SECONDS', 'give up after this long (default 1200)'], ['--json', 'print the result as JSON']],
+    notes: CONTAINER_NOTES,
   },
   'gpu-status': {
-    synopsis: ['gpu-status <container> [-n NS] [--state-dir DIR] [--json]'],
+    synopsis: ['gpu-status <container> [-n NS] [--agent SOCKET | --state-dir DIR] [--json]'],
     description: 'whether a container is suspended, since when, and which of its processes hold GPU state',
     options: [...CONTAINER_OPTIONS, ['--json', 'print the status as JSON']],
+    notes: CONTAINER_NOTES,
   },
   version: {
     synopsis: ['version'],
@@ -124,4 +153,5 @@ export const USAGE = `usage: kybernate <command> [options]
 commands:
 ${Object.keys(COMMANDS).map(entry).join('')}
 kybernate <command> --help prints a command's options.
+${EXIT_CODES}
 `;

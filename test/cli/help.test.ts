@@ -6,7 +6,7 @@ import { bundle, kybernate } from './helpers';
 beforeAll(() => bundle(), 120_000);
 
 const COMMANDS = [
-  ['doctor'], ['process'], ['process', 'checkpoint'], ['process', 'restore'], ['suspend'], ['resume'], ['gpu-status'],
+  ['doctor'], ['process'], ['process', 'checkpoint'], ['process', 'restore'], ['ps'], ['suspend'], ['resume'], ['gpu-status'],
   ['version'],
 ];
 
@@ -43,7 +43,7 @@ describe('kybernate help', () => {
     const r = await kybernate(['--help']);
     expect(r.code).toBe(0);
     const lines = r.stdout.split('\n');
-    for (const cmd of ['doctor', 'process checkpoint', 'process restore', 'suspend', 'resume', 'gpu-status', 'version']) {
+    for (const cmd of ['doctor', 'process checkpoint', 'process restore', 'ps', 'suspend', 'resume', 'gpu-status', 'version']) {
       const at = lines.findIndex((l) => l.startsWith(`  ${cmd} `) || l === `  ${cmd}`);
       expect(at, cmd).toBeGreaterThan(0);
       // The synopsis may wrap onto lines indented deeper; the description follows, indented by 6.

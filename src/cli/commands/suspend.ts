@@ -1,6 +1,7 @@
-// `kybernate suspend|resume|gpu-status <container>`: GPU suspend in place through the container's shim
-// (its kybernate.shim.v1.Control service). Suspend checkpoints the GPU state of the container's CUDA
-// processes into host memory and freezes the container; resume thaws it and gives the GPU state back.
+// `kybernate suspend|resume|gpu-status <container>`: GPU suspend in place. Suspend checkpoints the GPU state
+// of the container's CUDA processes into host memory and freezes the container; resume thaws it and gives
+// the GPU state back. Through the node agent when there is one (agent-ops.ts; agent-target.ts says when),
+// else straight through the container's shim (its kybernate.shim.v1.Control service), as here.
 import { parseArgs } from 'node:util';
 import { StatusError } from '../../errors';
 import { kybernate } from '../../gen/proto';
@@ -8,7 +9,11 @@ import { validateId } from '../../ids';
 import { DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, ShimClient } from '../../shim-client/client';
 import { CONTROL_SERVICE as SERVICE } from '../../shim-client/control';
 import { fromTimestamp } from '../../timestamp';
+import { pickTarget } from '../agent-target';
+import { EXIT } from '../exit-codes';
+import { plural, stepTable as table, type StepOut } from '../format';
 import { UsageError } from '../usage-error';
+import { gpuStatusViaAgent, resumeViaAgent, suspendViaAgent, type AgentOp } from './agent-ops';
 
 const C = kybernate.shim.v1;
 /** Checkpointing a full GPU's memory takes minutes at worst; the default deadline leaves room for that. */
@@ -17,6 +22,7 @@ const DEFAULT_TIMEOUT_S = 20 * 60;
 const FLAGS = {
   namespace: { type: 'string', short: 'n' },
   'state-dir': { type: 'string' },
+  agent: { type: 'string' },
   timeout: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
@@ -25,6 +31,8 @@ interface Parsed {
   id: string;
   namespace: string;
   stateDir: string;
+  /** The agent's socket when the command goes through the agent. */
+  agent?: string;
   timeoutMs: number;
   json: boolean;
   lockTimeoutMs?: number;
@@ -51,9 +59,12 @@ function parse(cmd: string, args: string[], extra: boolean): Parsed {
       throw new UsageError((err as Error).message);
     }
   }
-  const v = values as { namespace?: string; 'state-dir'?: string; timeout?: string; json?: boolean; 'lock-timeout'?: string };
+  const v = values as { namespace?: string; 'state-dir'?: string; agent?: string; timeout?: string; json?: boolean; 'lock-timeout'?: string };
+  if (v.agent !== undefined && v['state-dir'] !== undefined) throw new UsageError(`${cmd}: --agent and --state-dir exclude each other`);
+  const target = pickTarget({ agent: v.agent, stateDir: v['state-dir'] });
   return {
     id: positionals[0],
+    agent: target.kind === 'agent' ? target.socket : undefined,
     namespace: v.namespace ?? DEFAULT_NAMESPACE,
     stateDir: v['state-dir'] ?? DEFAULT_STATE_DIR,
     timeoutMs: seconds('timeout', v.timeout) ?? DEFAULT_TIMEOUT_S * 1000,
@@ -62,18 +73,9 @@ function parse(cmd: string, args: string[], extra: boolean): Parsed {
   };
 }
 
-interface StepOut { step: string; pid: number; ms: number }
-
 function stepsOf(steps: kybernate.shim.v1.IStep[] | null | undefined): StepOut[] {
   return (steps ?? []).map((s) => ({ step: s.name ?? '', pid: s.pid ?? 0, ms: s.durationMs ?? 0 }));
 }
-
-function table(steps: StepOut[]): string {
-  const rows = steps.map((s) => `  ${s.step.padEnd(16)} ${(s.pid === 0 ? '-' : String(s.pid)).padStart(8)} ${s.ms.toFixed(1).padStart(10)} ms`);
-  return [`  ${'STEP'.padEnd(16)} ${'PID'.padStart(8)} ${'TIME'.padStart(13)}`, ...rows].join('\n');
-}
-
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 'es'}`;
 
 /** Connects, runs `fn`, prints its result; an error is exit 1 (as JSON with --json). */
 async function withShim(p: Parsed, fn: (s: ShimClient) => Promise<{ json: object; text: string }>): Promise<number> {
@@ -82,7 +84,7 @@ async function withShim(p: Parsed, fn: (s: ShimClient) => Promise<{ json: object
     shim = await ShimClient.connect(p.stateDir, p.namespace, p.id);
     const out = await fn(shim);
     process.stdout.write(p.json ? `${JSON.stringify({ ok: true, id: p.id, namespace: p.namespace, ...out.json }, null, 2)}\n` : out.text);
-    return 0;
+    return EXIT.OK;
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     if (p.json) {
@@ -91,14 +93,21 @@ async function withShim(p: Parsed, fn: (s: ShimClient) => Promise<{ json: object
     } else {
       process.stderr.write(`kybernate: ${msg}\n`);
     }
-    return 1;
+    return EXIT.FAILED;
   } finally {
     shim?.close();
   }
 }
 
+/** The parsed command line as an agent call, when it goes through the agent. */
+function viaAgent(p: Parsed): AgentOp | undefined {
+  return p.agent === undefined ? undefined : { ...p, socket: p.agent };
+}
+
 export function suspendCommand(args: string[]): Promise<number> {
   const p = parse('suspend', args, true);
+  const a = viaAgent(p);
+  if (a) return suspendViaAgent(a);
   return withShim(p, async (shim) => {
     const r = await shim.request(SERVICE, 'Suspend', C.SuspendRequest, C.SuspendResponse,
       { id: p.id, lockTimeoutMs: p.lockTimeoutMs ?? 0 }, { timeoutMs: p.timeoutMs });
@@ -114,6 +123,8 @@ export function suspendCommand(args: string[]): Promise<number> {
 
 export function resumeCommand(args: string[]): Promise<number> {
   const p = parse('resume', args, false);
+  const a = viaAgent(p);
+  if (a) return resumeViaAgent(a);
   return withShim(p, async (shim) => {
     const r = await shim.request(SERVICE, 'Resume', C.ResumeRequest, C.ResumeResponse, { id: p.id }, { timeoutMs: p.timeoutMs });
     const steps = stepsOf(r.steps);
@@ -127,6 +138,8 @@ export function resumeCommand(args: string[]): Promise<number> {
 
 export function gpuStatusCommand(args: string[]): Promise<number> {
   const p = parse('gpu-status', args, false);
+  const a = viaAgent(p);
+  if (a) return gpuStatusViaAgent(a);
   return withShim(p, async (shim) => {
     const r = await shim.request(SERVICE, 'Status', C.StatusRequest, C.StatusResponse, { id: p.id }, { timeoutMs: p.timeoutMs });
     const at = r.suspended ? fromTimestamp(r.suspendedAt)?.toISOString() : undefined;

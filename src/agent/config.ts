@@ -1,0 +1,151 @@
+// kybernate-agent's configuration: built-in defaults, then a JSON file (--config; its keys are the flags'
+// names, and keys starting with "//" are comments), then the command line. shim-config/kybernate-agent.json
+// lists every key with its default.
+import fs from 'node:fs';
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import { DEFAULT_AGENT_SOCKET } from '../agent-api/definition';
+
+export const DEFAULT_CONFIG_FILE = '/etc/kybernate/kybernate-agent.json';
+
+/** A wrong command line or config file: printed with the usage, exit code 2. */
+export class ConfigError extends Error {}
+
+export interface HostPort { host: string; port: number }
+
+export interface AgentConfig {
+  containerdAddress: string;
+  containerdState: string;
+  socket: string;
+  snapshotDir: string;
+  /** TCP with mutual TLS; undefined: the unix socket only. */
+  tcp?: HostPort & { ca: string; cert: string; key: string };
+  /** The Prometheus endpoint (loopback only); undefined: off. */
+  metrics?: HostPort;
+  logLevel: string;
+  /** The config file read, if any. */
+  configFile?: string;
+}
+
+/** Each key: its flag, its default, and what it sets (the usage text and the example file say the same). */
+export const KEYS = {
+  'containerd-address': ['SOCKET', '$CONTAINERD_ADDRESS, else /run/containerd/containerd.sock', 'containerd\'s gRPC socket'],
+  'containerd-state': ['DIR', '/run/containerd', 'containerd\'s state directory, where the shims\' addresses are'],
+  socket: ['PATH', DEFAULT_AGENT_SOCKET, 'the agent\'s unix socket (root only: directory 0700, socket 0600)'],
+  'snapshot-dir': ['DIR', '/var/lib/kybernate/snapshots', 'where checkpoints are written'],
+  tcp: ['HOST:PORT', 'off', 'also serve on TCP, with mutual TLS (needs --tls-ca, --tls-cert, --tls-key)'],
+  'tls-ca': ['FILE', '', 'PEM CA: clients must present a certificate it signed'],
+  'tls-cert': ['FILE', '', 'PEM certificate chain of the agent (TCP)'],
+  'tls-key': ['FILE', '', 'PEM private key of the agent (TCP)'],
+  metrics: ['HOST:PORT', '127.0.0.1:9464', 'Prometheus metrics at http://HOST:PORT/metrics; loopback only; "off" to disable'],
+  'log-level': ['LEVEL', 'info', 'fatal, error, warn, info, debug or trace'],
+} as const;
+type Key = keyof typeof KEYS;
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export const USAGE = `usage: kybernate-agent [options]
+
+The node agent: one gRPC door to every Kybernate workload on this node.
+
+options:
+  --config FILE               JSON config file; its keys are the option names below (default ${DEFAULT_CONFIG_FILE}, read if it exists)
+${Object.entries(KEYS).map(([k, [arg, def, text]]) => `  ${`--${k} ${arg}`.padEnd(27)} ${text}${def ? ` (default ${def})` : ''}`).join('\n')}
+  --help, --version
+
+Options on the command line override the file.
+`;
+
+/** The configuration from `argv` (and the file it names); 'help' / 'version' when those were asked for. */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): AgentConfig | 'help' | 'version' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' },
+        ...Object.fromEntries(Object.keys(KEYS).map((k) => [k, { type: 'string' as const }])),
+      },
+      allowPositionals: false,
+      strict: true,
+    });
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const flags = parsed.values as Record<string, string | boolean | undefined>;
+  if (flags.help) return 'help';
+  if (flags.version) return 'version';
+
+  const explicit = typeof flags.config === 'string' ? flags.config : undefined;
+  const file = explicit ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
+  const fromFile = file === undefined ? {} : readFile(file);
+  const value = (k: Key): string | undefined => {
+    const v = flags[k] ?? fromFile[k];
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+
+  const cfg: AgentConfig = {
+    containerdAddress: value('containerd-address') ?? (env.CONTAINERD_ADDRESS || '/run/containerd/containerd.sock'),
+    containerdState: value('containerd-state') ?? '/run/containerd',
+    socket: value('socket') ?? DEFAULT_AGENT_SOCKET,
+    snapshotDir: value('snapshot-dir') ?? '/var/lib/kybernate/snapshots',
+    logLevel: value('log-level') ?? 'info',
+    configFile: file,
+  };
+  if (!LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level must be one of ${LEVELS.join(', ')}, not ${cfg.logLevel}`);
+
+  const tcp = value('tcp');
+  const tls = { ca: value('tls-ca'), cert: value('tls-cert'), key: value('tls-key') };
+  if (tcp !== undefined) {
+    if (!tls.ca || !tls.cert || !tls.key) {
+      throw new ConfigError('--tcp is mutual TLS only: give --tls-ca (the CA that signs client certificates), --tls-cert and --tls-key');
+    }
+    cfg.tcp = { ...hostPort('tcp', tcp), ca: tls.ca, cert: tls.cert, key: tls.key };
+  } else if (tls.ca || tls.cert || tls.key) {
+    throw new ConfigError('--tls-ca, --tls-cert and --tls-key are for --tcp, which is not set');
+  }
+
+  const metrics = value('metrics') ?? '127.0.0.1:9464';
+  if (metrics !== 'off') {
+    cfg.metrics = hostPort('metrics', metrics);
+    if (!isLoopback(cfg.metrics.host)) {
+      throw new ConfigError(`--metrics ${metrics}: the metrics are served without authentication, so only on a loopback address (127.0.0.1:PORT, [::1]:PORT); "off" disables them`);
+    }
+  }
+  return cfg;
+}
+
+function readFile(file: string): Record<string, unknown> {
+  let data: unknown;
+  try {
+    data = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`config file ${file}: ${(err as Error).message}`);
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new ConfigError(`config file ${file}: not a JSON object`);
+  for (const [k, v] of Object.entries(data)) {
+    if (k.startsWith('//')) continue;
+    if (!(k in KEYS)) throw new ConfigError(`config file ${file}: unknown key ${JSON.stringify(k)} (the keys are ${Object.keys(KEYS).join(', ')})`);
+    if (typeof v !== 'string') throw new ConfigError(`config file ${file}: ${k} must be a string`);
+  }
+  return data as Record<string, unknown>;
+}
+
+/** HOST:PORT or [IPv6]:PORT. */
+function hostPort(flag: string, s: string): HostPort {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new ConfigError(`--${flag} must be HOST:PORT, not ${s}`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (net.isIPv4(host)) return host.startsWith('127.');
+  return net.isIPv6(host) && (host === '::1' || host === '0:0:0:0:0:0:0:1');
+}
+
+/** HOST:PORT as grpc-js and URLs want it (IPv6 in brackets). */
+export function formatHostPort(h: HostPort): string {
+  return net.isIPv6(h.host) ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`;
+}

@@ -1,0 +1,99 @@
+// The agent put together: containerd client, view, events, operation queue, metrics, and the gRPC server.
+// Listening comes first, so a second agent on the same socket stops before it subscribes to anything.
+import fs from 'node:fs';
+import type http from 'node:http';
+import type { Logger } from 'pino';
+import { ContainerdClient } from '../containerd/client';
+import type { AgentConfig } from './config';
+import { formatHostPort } from './config';
+import type { AgentContext } from './context';
+import { AgentEvents } from './events';
+import { GpuMemory } from './gpus';
+import { AgentMetrics, serveMetrics } from './metrics';
+import { Operations } from './operations';
+import { listen } from './server';
+import { agentHandlers, snapshotBackend } from './service';
+import { Workloads } from './workloads';
+
+export interface RunningAgent {
+  socket: string;
+  tcp?: string;
+  metrics?: string;
+  /** Stops serving (calls in flight get a grace period), ends event streams, closes containerd's client. */
+  close(): Promise<void>;
+}
+
+export async function startAgent(cfg: AgentConfig, log: Logger): Promise<RunningAgent> {
+  const startedAt = Date.now();
+  const shutdown = new AbortController();
+  const tcp = cfg.tcp && {
+    address: formatHostPort(cfg.tcp), ca: readPem('tls-ca', cfg.tcp.ca), cert: readPem('tls-cert', cfg.tcp.cert), key: readPem('tls-key', cfg.tcp.key),
+  };
+  const containerd = new ContainerdClient({ address: cfg.containerdAddress });
+  const metrics = new AgentMetrics();
+  const backend = snapshotBackend(cfg.snapshotDir);
+  const workloads = new Workloads({ containerd, containerdState: cfg.containerdState, snapshots: backend.index, gpuMemory: new GpuMemory(), log });
+  const events = new AgentEvents({ containerd, workloads, log });
+  const operations = new Operations({
+    started: (kind, namespace, id) => log.info({ kind, namespace, id }, 'operation started'),
+    done: (kind, namespace, id, o) => {
+      metrics.operationDone(kind, o.ok ? 'ok' : o.code ?? 'KYB_ERR_INTERNAL', o.durationMs / 1000);
+      events.operationDone(kind, namespace, id, o);
+      log.info({ kind, namespace, id, ok: o.ok, code: o.code, err: o.message, ms: Math.round(o.durationMs) }, 'operation done');
+    },
+  });
+  const ctx: AgentContext = {
+    containerd, containerdState: cfg.containerdState, snapshotDir: cfg.snapshotDir, log, snapshots: backend.index, workloads, events, metrics,
+  };
+  const handlers = agentHandlers({ ctx, operations, events, backend, shutdown: shutdown.signal, startedAt }, log);
+
+  let server;
+  try {
+    server = await listen({ socket: cfg.socket, tcp }, handlers);
+  } catch (err) {
+    containerd.close();
+    throw err;
+  }
+  let metricsServer: http.Server | undefined;
+  let metricsAddress: string | undefined;
+  if (cfg.metrics) {
+    try {
+      ({ server: metricsServer, address: metricsAddress } = await serveMetrics(metrics, cfg.metrics.host, cfg.metrics.port));
+    } catch (err) {
+      await server.close();
+      containerd.close();
+      throw new Error(`cannot serve metrics on ${formatHostPort(cfg.metrics)} (--metrics): ${(err as Error).message}`, { cause: err });
+    }
+  }
+  events.start();
+  backend.removeOrphans().then((removed) => {
+    if (removed.length > 0) log.info({ removed }, 'removed what a killed agent left in the snapshot directory');
+  }, (err: Error) => log.warn({ err: err.message }, 'cannot clean the snapshot directory'));
+  log.info({
+    socket: server.socket, tcp: server.tcp, metrics: metricsAddress, containerd: cfg.containerdAddress,
+    containerdState: cfg.containerdState, snapshotDir: cfg.snapshotDir, config: cfg.configFile, logLevel: cfg.logLevel,
+  }, 'listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    socket: server.socket,
+    tcp: server.tcp,
+    metrics: metricsAddress,
+    close: () => (closing ??= (async () => {
+      shutdown.abort();
+      events.close();
+      await server.close();
+      await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
+      metricsServer?.closeAllConnections();
+      containerd.close();
+    })()),
+  };
+}
+
+function readPem(flag: string, file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new Error(`--${flag} ${file}: ${(err as Error).message}`, { cause: err });
+  }
+}

@@ -1,0 +1,241 @@
+// The Agent service's handlers: requests checked and turned into calls on the view (workloads.ts), the
+// operation queue (operations.ts) and the operation functions; answers turned into messages. The one place
+// errors become gRPC statuses is fail() below: toStatus() for the status, the code in the `kyb-code`
+// trailer.
+import * as grpc from '@grpc/grpc-js';
+import Long from 'long';
+import type { Logger } from 'pino';
+import { KYB_CODE_KEY, type AgentMethod, type RequestOf, type ResponseOf } from '../agent-api/definition';
+import { KybernateError, toStatus } from '../errors';
+import type { kybernate } from '../gen/proto';
+import { validateId } from '../ids';
+import { toTimestamp } from '../timestamp';
+import { REVISION, VERSION } from '../version';
+import { checkpointWorkload, restoreWorkload } from './checkpoint';
+import type { AgentContext, CheckpointWorkloadRequest, OpResult, RestoreWorkloadRequest } from './context';
+import { stateValue, type AgentEvents } from './events';
+import { asKybernateError } from './failure';
+import { gpuInventory } from './gpus';
+import type { OperationKind, Operations } from './operations';
+import { SnapshotDirectory, type SnapshotInfo } from './snapshots';
+import { resumeWorkload, suspendWorkload } from './suspend';
+import type { SnapshotIndex, WorkloadView } from './workloads';
+
+type Workload = kybernate.agent.v1.IWorkload;
+
+/** An Events client this many events behind is dropped (RESOURCE_EXHAUSTED), not buffered further. */
+export const MAX_EVENTS_BEHIND = 256;
+const HEALTH_TIMEOUT_MS = 5_000;
+
+/** Where checkpoints, restores and snapshots are done (checkpoint.ts and snapshots.ts, in the agent's snapshot directory). */
+export interface SnapshotBackend {
+  index: SnapshotIndex;
+  checkpoint(ctx: AgentContext, req: CheckpointWorkloadRequest): Promise<OpResult>;
+  restore(ctx: AgentContext, req: RestoreWorkloadRequest): Promise<OpResult>;
+  /** Complete snapshots, of one namespace and container when given. */
+  list(namespace?: string, id?: string): Promise<SnapshotInfo[]>;
+  /** Deletes a snapshot by id or unique hex prefix; KYB_ERR_NOT_FOUND when none matches. */
+  delete(ref: string): Promise<SnapshotInfo>;
+  /** Finishes what a killed agent left in the directory (deletions cut short, abandoned checkpoints). */
+  removeOrphans(): Promise<string[]>;
+}
+
+/** The snapshot directory at `snapshotDir`, with the bytes and GPU memory its operations move counted. */
+export function snapshotBackend(snapshotDir: string): SnapshotBackend {
+  const dir = new SnapshotDirectory(snapshotDir);
+  const on = (ctx: AgentContext) => ({ containerd: ctx.containerd, containerdState: ctx.containerdState, snapshots: dir });
+  return {
+    index: dir,
+    checkpoint: async (ctx, req) => {
+      const r = await checkpointWorkload(on(ctx), req);
+      ctx.metrics.bytesWritten(r.snapshot.sizeBytes);
+      if (req.exit) ctx.metrics.gpuMemoryFreed('checkpoint', r.snapshot.gpuMemoryBytes);
+      return r;
+    },
+    restore: async (ctx, req) => {
+      const r = await restoreWorkload(on(ctx), req);
+      ctx.metrics.bytesRead(r.snapshot.sizeBytes);
+      return r;
+    },
+    list: (namespace, id) => dir.list(namespace, id),
+    delete: (ref) => dir.delete(ref),
+    removeOrphans: () => dir.removeOrphans(),
+  };
+}
+
+export interface ServiceDeps {
+  ctx: AgentContext;
+  operations: Operations;
+  events: AgentEvents;
+  backend: SnapshotBackend;
+  /** Aborts when the agent shuts down: running operations get it, Events streams end. */
+  shutdown: AbortSignal;
+  startedAt: number;
+}
+
+/** The error as a gRPC status with its code in the trailer: the one place this mapping happens. */
+export function fail(err: unknown): grpc.ServerErrorResponse {
+  const e = asKybernateError(err);
+  const { code, message } = toStatus(e);
+  const metadata = new grpc.Metadata();
+  metadata.set(KYB_CODE_KEY, e.code);
+  return Object.assign(new Error(message), { code, details: message, metadata });
+}
+
+/** A call's cancellation and deadline as one signal (aborted with KYB_ERR_CANCELLED or KYB_ERR_DEADLINE). */
+function callSignal(call: grpc.ServerUnaryCall<unknown, unknown>): { signal: AbortSignal; done(): void } {
+  const ac = new AbortController();
+  const onCancel = (): void => ac.abort(new KybernateError('KYB_ERR_CANCELLED', 'the client cancelled the call'));
+  call.once('cancelled', onCancel);
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  const timer = Number.isFinite(at)
+    ? setTimeout(() => ac.abort(new KybernateError('KYB_ERR_DEADLINE', 'the call\'s deadline passed')), Math.min(Math.max(at - Date.now(), 0), 2 ** 31 - 1))
+    : undefined;
+  return { signal: ac.signal, done: () => { clearTimeout(timer); call.off('cancelled', onCancel); } };
+}
+
+export function agentHandlers(deps: ServiceDeps, log: Logger): grpc.UntypedServiceImplementation {
+  const { ctx, operations, events, backend } = deps;
+
+  function unary<K extends Exclude<AgentMethod, 'Events'>>(name: K,
+    fn: (req: RequestOf<K>, signal: AbortSignal) => Promise<ResponseOf<K>>): grpc.handleUnaryCall<RequestOf<K>, ResponseOf<K>> {
+    return (call, callback) => {
+      const { signal, done } = callSignal(call);
+      fn(call.request, signal).then((res) => callback(null, res), (err: unknown) => {
+        const e = fail(err);
+        log.warn({ method: name, code: e.metadata?.get(KYB_CODE_KEY)[0], err: e.details }, 'call failed');
+        callback(e);
+      }).finally(done);
+    };
+  }
+
+  const workload = (v: WorkloadView, operation = operations.current(v.namespace, v.id) ?? ''): Workload => ({
+    namespace: v.namespace, id: v.id, state: stateValue(v.state), pid: v.pid, image: v.image, operation,
+    gpuMemoryBytes: u64(v.gpuMemoryBytes), savedGpuMemoryBytes: u64(v.savedGpuMemoryBytes),
+    snapshot: v.snapshot ? snapshot(v.snapshot) : null, since: v.since ? toTimestamp(v.since) : null,
+    cudaPids: v.cudaPids, taskStatus: v.taskStatus,
+  });
+
+  /** Runs one operation in the workload's turn; its whole answer is what a retry of its request id gets. */
+  function operation(kind: OperationKind, req: { namespace?: string | null; id?: string | null; requestId?: string | null },
+    signal: AbortSignal, run: (namespace: string, id: string) => Promise<OpResult>): Promise<ResponseOf<'Suspend'>> {
+    const { namespace, id } = ids(req);
+    return operations.run({
+      kind, namespace, id, requestId: req.requestId ?? '', signal,
+      run: async () => {
+        const r = await run(namespace, id);
+        await events.refresh(namespace, id);
+        const w = r.workload ?? await ctx.workloads.get(namespace, id);
+        return {
+          workload: workload(w, ''), durationMs: r.durationMs, cudaPids: r.cudaPids,
+          steps: r.steps.map((s) => ({ name: s.name, durationMs: s.durationMs, bytes: u64(s.bytes ?? 0) })),
+          snapshot: r.snapshot ? snapshot(r.snapshot) : null,
+        };
+      },
+    });
+  }
+
+  const handlers: { [K in AgentMethod]: K extends 'Events' ? grpc.handleServerStreamingCall<RequestOf<K>, ResponseOf<K>>
+    : grpc.handleUnaryCall<RequestOf<K>, ResponseOf<K>> } = {
+    List: unary('List', async (req, signal) => ({ workloads: (await ctx.workloads.list(req.namespace ?? '', { signal })).map((v) => workload(v)) })),
+    Get: unary('Get', async (req, signal) => {
+      const { namespace, id } = ids(req);
+      return workload(await ctx.workloads.get(namespace, id, { signal }));
+    }),
+    Suspend: unary('Suspend', (req, signal) => operation('suspend', req, signal, (namespace, id) =>
+      suspendWorkload(ctx, { namespace, id, lockTimeoutMs: req.lockTimeoutMs || undefined, signal: deps.shutdown }))),
+    Resume: unary('Resume', (req, signal) => operation('resume', req, signal, (namespace, id) =>
+      resumeWorkload(ctx, { namespace, id, signal: deps.shutdown }))),
+    Checkpoint: unary('Checkpoint', (req, signal) => operation('checkpoint', req, signal, (namespace, id) =>
+      backend.checkpoint(ctx, { namespace, id, exit: req.exit ?? false, signal: deps.shutdown }))),
+    Restore: unary('Restore', (req, signal) => operation('restore', req, signal, (namespace, id) =>
+      backend.restore(ctx, { namespace, id, snapshot: req.snapshot || undefined, signal: deps.shutdown }))),
+    ListSnapshots: unary('ListSnapshots', async (req) => {
+      if (req.namespace) validateId('namespace', req.namespace);
+      if (req.id) validateId('container id', req.id);
+      return { snapshots: (await backend.list(req.namespace || undefined, req.id || undefined)).map(snapshot) };
+    }),
+    DeleteSnapshot: unary('DeleteSnapshot', async (req) => {
+      if (!req.snapshot) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the snapshot to delete is required (its id or a unique prefix)');
+      return { snapshot: snapshot(await backend.delete(req.snapshot)) };
+    }),
+    Gpus: unary('Gpus', async (_req, signal) => {
+      const [inv, views] = await Promise.all([gpuInventory(), ctx.workloads.list('', { signal })]);
+      return {
+        gpus: inv.gpus.map((g) => ({ uuid: g.uuid, name: g.name, memoryTotalBytes: u64(g.memoryTotalBytes), memoryUsedBytes: u64(g.memoryUsedBytes) })),
+        unavailable: inv.unavailable,
+        workloads: views.filter((v) => v.gpuMemoryBytes > 0).map((v) => ({ namespace: v.namespace, id: v.id, gpuMemoryBytes: u64(v.gpuMemoryBytes) })),
+      };
+    }),
+    Health: unary('Health', async (_req, signal) => {
+      const uptimeS = (Date.now() - deps.startedAt) / 1000;
+      try {
+        const v = await ctx.containerd.version({ timeoutMs: HEALTH_TIMEOUT_MS, signal });
+        const n = (await ctx.workloads.list('', { signal })).length;
+        return { containerd: true, containerdVersion: v.version, workloads: n, uptimeS };
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'health: containerd does not answer');
+        return { containerd: false, containerdVersion: '', workloads: 0, uptimeS };
+      }
+    }),
+    Version: unary('Version', () => Promise.resolve({ version: VERSION, revision: REVISION })),
+    Events: (call: grpc.ServerWritableStream<RequestOf<'Events'>, ResponseOf<'Events'>>) => {
+      const namespace = call.request.namespace ?? '';
+      try {
+        if (namespace) validateId('namespace', namespace);
+      } catch (err) {
+        call.emit('error', fail(err));
+        return;
+      }
+      let over = false;
+      /** Ends the stream once: OK (the client cancelled, the agent stops) or with the error (too slow). */
+      const finish = (err?: KybernateError): void => {
+        if (over) return;
+        over = true;
+        unsubscribe();
+        deps.shutdown.removeEventListener('abort', onShutdown);
+        if (err) call.emit('error', fail(err));
+        else call.end();
+      };
+      const onShutdown = (): void => finish();
+      const unsubscribe = events.subscribe({
+        namespace,
+        send: (e) => {
+          if (over) return;
+          if (call.writableLength < MAX_EVENTS_BEHIND) {
+            call.write(e);
+            return;
+          }
+          log.warn({ namespace, behind: call.writableLength }, 'events client dropped: it does not keep up');
+          finish(new KybernateError('KYB_ERR_RESOURCE_EXHAUSTED',
+            `events client dropped: ${call.writableLength} events behind (it reads too slowly); reconnect and List to catch up`));
+        },
+      });
+      call.on('cancelled', () => finish());
+      deps.shutdown.addEventListener('abort', onShutdown, { once: true });
+      // Headers now: a client that sees them knows it is subscribed, so nothing after that is missed.
+      call.sendMetadata(new grpc.Metadata());
+    },
+  };
+  return handlers as grpc.UntypedServiceImplementation;
+}
+
+function ids(req: { namespace?: string | null; id?: string | null }): { namespace: string; id: string } {
+  const namespace = req.namespace ?? '';
+  const id = req.id ?? '';
+  validateId('namespace', namespace);
+  validateId('container id', id);
+  return { namespace, id };
+}
+
+function u64(n: number): Long {
+  return Long.fromNumber(Math.max(0, Math.round(n)), true);
+}
+
+function snapshot(s: SnapshotInfo): kybernate.agent.v1.ISnapshot {
+  return {
+    id: s.id, namespace: s.namespace, containerId: s.containerId, path: s.path, createdAt: toTimestamp(s.createdAt),
+    sizeBytes: u64(s.sizeBytes), gpuMemoryBytes: u64(s.gpuMemoryBytes), exited: s.exited,
+  };
+}
