@@ -116,11 +116,21 @@ export class ProcessIO {
       return;
     }
     for (const [i, t] of [[1, out], [2, err]] as const) {
+      if (t.kind === 'binary') continue;
       const w = openOutput(t);
-      if (!w) continue;
       const [r, wfd] = native.pipe();
       this.childFds[i] = wfd;
-      this.copy(pipeSocket(r, true), w, true);
+      // No output wanted: a pipe whose bytes are dropped, not the shim's /dev/null. A host file the
+      // container's mount namespace cannot name is an fd CRIU refuses to dump ("Can't lookup mount for
+      // fd=1 path=/dev/null"): a container restored without IO could never be checkpointed again.
+      if (w) this.copy(pipeSocket(r, true), w, true);
+      else this.discard(pipeSocket(r, true));
+    }
+    if (input.kind === 'null') {
+      // EOF at once, as /dev/null gives, through a pipe CRIU can dump (see above).
+      const [r, w] = native.pipe();
+      native.close(w);
+      this.childFds[0] = r;
     }
     if (input.kind === 'fifo') {
       const [r, w] = native.pipe();
@@ -130,6 +140,16 @@ export class ProcessIO {
       this.stdinSource.on('error', () => this.stdinWriter?.end());
       this.stdinSource.pipe(this.stdinWriter);
     }
+  }
+
+  /** Reads and drops everything `src` yields until the process's end closes. */
+  private discard(src: Readable): void {
+    this.copies.push(new Promise<void>((resolve) => {
+      src.on('error', () => resolve());
+      src.on('close', () => resolve());
+      src.on('end', () => resolve());
+      src.resume();
+    }));
   }
 
   private copy(src: Readable, dst: Writable, endDst: boolean): void {

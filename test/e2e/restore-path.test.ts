@@ -83,6 +83,23 @@ describeMatrix('restore from a directory', (ctx) => {
     expect(counterOf(restored).n).toBeGreaterThan(before.n);
   });
 
+  it('a task restored without IO can be checkpointed and restored again (its null stdio are pipes CRIU can dump)', async () => {
+    const { cd, rt } = ctx;
+    const id = ctx.id('again');
+    const { pid } = await runDetached(cd, rt.runtime, id, COUNTER);
+    let seen = await counterPast(pid, 1);
+    for (let cycle = 0; cycle < 3; cycle++) {
+      const dir = mkdtempSync(join(tmp, `${cd.version}-again-${cycle}-`));
+      await checkpointInto(cd, id, dir);
+      await waitStatus(cd, id, 'STOPPED');
+      await deleteTaskOf(cd, id);
+      const restored = await createFrom(cd, id, dir);
+      const now = await counterPast(restored, seen.n);
+      expect(now.token, `cycle ${cycle}`).toBe(seen.token);
+      seen = now;
+    }
+  });
+
   it('Tasks.Create{criu_image_path} of a directory without a snapshot fails, names the manifest, and leaves no task', async () => {
     const { cd, rt } = ctx;
     const id = ctx.id('nodir');
