@@ -140,7 +140,9 @@ export async function restoreWorkload(ctx: CheckpointContext, req: { namespace: 
   const call = { signal };
   await ctx.containerd.container(namespace, id, call);
   const task = await ctx.containerd.task(namespace, id, call);
-  if (task && task.status !== 'stopped') throw errPrecondition(`cannot restore ${namespace}/${id}: its task is ${task.status}`);
+  // A created task with pid 0 is a restore cut before its Start (recover.ts): nothing of it ran.
+  const unstarted = task?.status === 'created' && task.pid === 0;
+  if (task && task.status !== 'stopped' && !unstarted) throw errPrecondition(`cannot restore ${namespace}/${id}: its task is ${task.status}`);
   const snapshot = req.snapshot
     ? await ctx.snapshots.find(req.snapshot, { namespace, id })
     : await ctx.snapshots.newest(namespace, id);

@@ -12,6 +12,7 @@ import { GpuMemory } from './gpus';
 import { AgentMetrics, serveMetrics } from './metrics';
 import { Operations } from './operations';
 import { listen } from './server';
+import { deleteUnstartedRestores } from './recover';
 import { agentHandlers, snapshotBackend } from './service';
 import { Workloads } from './workloads';
 
@@ -65,6 +66,8 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
       throw new Error(`cannot serve metrics on ${formatHostPort(cfg.metrics)} (--metrics): ${(err as Error).message}`, { cause: err });
     }
   }
+  // Before the agent says it listens, a restore the last agent cut between Create and Start is undone.
+  await deleteUnstartedRestores(containerd, log).catch((err: Error) => log.warn({ err: err.message }, 'cannot look for cut restores'));
   events.start();
   backend.removeOrphans().then((removed) => {
     if (removed.length > 0) log.info({ removed }, 'removed what a killed agent left in the snapshot directory');
