@@ -15,6 +15,9 @@ export function splitStep(name: string, ms: number): StepOut {
 
 export const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 'es'}`;
 
+/** A snapshot id (sha256:<64 hex>) as its first 12 hex digits, as the tables show it. */
+export const shortSnapshot = (id: string): string => id.replace(/^sha256:/, '').slice(0, 12);
+
 /** 629145600 → "600 MiB". */
 export function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

@@ -30,6 +30,12 @@ export async function run(argv: string[]): Promise<number> {
         return await (await import('./commands/suspend')).resumeCommand(rest);
       case 'gpu-status':
         return await (await import('./commands/suspend')).gpuStatusCommand(rest);
+      case 'checkpoint':
+        return await (await import('./commands/checkpoint')).checkpointCommand(rest);
+      case 'restore':
+        return await (await import('./commands/checkpoint')).restoreCommand(rest);
+      case 'snapshots':
+        return await (await import('./commands/snapshots')).snapshotsCommand(rest);
       case 'version':
       case '--version':
       case '-v':

@@ -29,6 +29,19 @@ const CONTAINER_OPTIONS: Array<[string, string]> = [
   ['--state-dir DIR', 'go straight to the container\'s shim, found in containerd\'s state directory DIR (default /run/containerd)'],
 ];
 
+/** The options of the commands that only work through the agent. */
+const AGENT_OPTIONS: Array<[string, string]> = [
+  ['-n, --namespace NS', 'containerd namespace of the container (default "default"; Kubernetes: k8s.io)'],
+  ['--agent SOCKET', 'the node agent\'s socket (default $KYBERNATE_AGENT, else /run/kybernate/agent.sock)'],
+];
+
+const SNAPSHOT_OPTIONS: Array<[string, string]> = [
+  ['-n, --namespace NS', 'only this containerd namespace (default "default")'],
+  ['-A, --all-namespaces', 'every namespace'],
+  AGENT_OPTIONS[1]!,
+  ['--timeout SECONDS', 'give up after this long (default 60)'],
+];
+
 /** How suspend, resume and gpu-status choose between the agent and the shim, and what their exit codes mean. */
 const CONTAINER_NOTES = [
   'Through the node agent when --agent or $KYBERNATE_AGENT names one or /run/kybernate/agent.sock exists;',
@@ -111,26 +124,77 @@ export const COMMANDS: Record<string, CommandHelp> = {
     options: [...CONTAINER_OPTIONS, ['--json', 'print the status as JSON']],
     notes: CONTAINER_NOTES,
   },
+  checkpoint: {
+    synopsis: ['checkpoint <container> [--exit] [-n NS] [--agent SOCKET] [--timeout SECONDS] [--json]'],
+    description: 'checkpoint the container\'s task, with its GPU state, into a snapshot in the agent\'s snapshot directory; --exit then ends the task (scale to zero)',
+    options: [
+      ['--exit', 'end the task once the snapshot is complete and durable (scale to zero); otherwise it runs on'],
+      ...AGENT_OPTIONS,
+      ['--timeout SECONDS', 'give up waiting after this long (default 1800); a checkpoint that has begun still finishes'],
+      ['--json', 'print the result (snapshot, steps) or the error as JSON'],
+    ],
+    notes: [
+      'With --exit the container and its rw layer stay, with no task: `kybernate ps` shows it CHECKPOINTED and',
+      '`kybernate restore` starts it again where it stopped. Needs the agent (kybernate-agent).',
+      EXIT_CODES,
+    ],
+  },
+  restore: {
+    synopsis: ['restore <container> [--snapshot SNAPSHOT] [-n NS] [--agent SOCKET] [--timeout SECONDS] [--json]'],
+    description: 'start the container again from its newest snapshot (or --snapshot): a new task, its processes where they were',
+    options: [
+      ['--snapshot SNAPSHOT', 'restore this snapshot of the container (its id, sha256:..., or at least 4 of its hex digits)'],
+      ...AGENT_OPTIONS,
+      ['--timeout SECONDS', 'give up waiting after this long (default 1800); a restore that has begun still finishes'],
+      ['--json', 'print the result (new pid, state, steps) or the error as JSON'],
+    ],
+    notes: [
+      'The container must have no running task (exit code 1, KYB_ERR_FAILED_PRECONDITION otherwise). The',
+      'snapshot stays after the restore: `kybernate snapshots rm` deletes it. Needs the agent (kybernate-agent).',
+      EXIT_CODES,
+    ],
+  },
+  'snapshots ls': {
+    synopsis: ['snapshots ls [<container>] [-n NS | -A] [--agent SOCKET] [--timeout SECONDS] [--json]'],
+    description: 'list the complete snapshots in the agent\'s snapshot directory, oldest first (of one container if given)',
+    options: [...SNAPSHOT_OPTIONS, ['--json', 'print every snapshot (with its path) as JSON']],
+    notes: ['EXITED: whether the task ended with the checkpoint (--exit). Needs the agent (kybernate-agent).', EXIT_CODES],
+  },
+  'snapshots rm': {
+    synopsis: ['snapshots rm <snapshot> [-n NS | -A] [--agent SOCKET] [--timeout SECONDS] [--json]'],
+    description: 'delete a snapshot from the agent\'s snapshot directory',
+    options: [...SNAPSHOT_OPTIONS, ['--json', 'print the snapshot removed (or the error) as JSON']],
+    notes: [
+      '<snapshot> is its id (sha256:...) or a unique prefix of at least 4 of its hex digits (the SNAPSHOT column',
+      'of `snapshots ls`), looked up in the namespace (-n, default "default"), or in every one with -A.',
+      'Needs the agent (kybernate-agent).',
+      EXIT_CODES,
+    ],
+  },
   version: {
     synopsis: ['version'],
     description: 'print the version',
   },
 };
 
+/** The commands made of subcommands, and theirs. */
+const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm'] };
+
 /** The help key of a command line: "process checkpoint" for `process checkpoint ...`, else the command. */
 export function helpKey(cmd: string, rest: readonly string[]): string | undefined {
-  if (cmd === 'process') {
-    const sub = `process ${rest[0] ?? ''}`;
-    return sub in COMMANDS ? sub : 'process';
+  if (cmd in GROUPS) {
+    const sub = `${cmd} ${rest[0] ?? ''}`;
+    return sub in COMMANDS ? sub : cmd;
   }
   return cmd in COMMANDS ? cmd : undefined;
 }
 
-/** `kybernate <key> --help`; key "process" covers both of its subcommands. */
+/** `kybernate <key> --help`; the key of a group ("process", "snapshots") covers all of its subcommands. */
 export function commandUsage(key: string): string {
-  if (key === 'process') {
-    return `usage: kybernate process checkpoint|restore [options]\n\n${entry('process checkpoint')}\n${entry('process restore')}` +
-      '\n(kybernate process checkpoint --help, kybernate process restore --help: their options)\n';
+  const subs = GROUPS[key];
+  if (subs) {
+    return `usage: kybernate ${key} ${subs.join('|')} [options]\n\n${subs.map((s) => entry(`${key} ${s}`)).join('\n')}` +
+      `\n(${subs.map((s) => `kybernate ${key} ${s} --help`).join(', ')}: their options)\n`;
   }
   const h = COMMANDS[key];
   if (h === undefined) return USAGE;

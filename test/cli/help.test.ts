@@ -7,7 +7,7 @@ beforeAll(() => bundle(), 120_000);
 
 const COMMANDS = [
   ['doctor'], ['process'], ['process', 'checkpoint'], ['process', 'restore'], ['ps'], ['suspend'], ['resume'], ['gpu-status'],
-  ['version'],
+  ['checkpoint'], ['restore'], ['snapshots'], ['snapshots', 'ls'], ['snapshots', 'rm'], ['version'],
 ];
 
 describe('kybernate help', () => {
@@ -24,7 +24,8 @@ describe('kybernate help', () => {
   }
 
   it('--help wins over other arguments, also ones that would be wrong', async () => {
-    for (const args of [['process', 'checkpoint', '--pid', 'x', '--help'], ['doctor', '--bogus', '-h'], ['suspend', 'a', 'b', '--help']]) {
+    for (const args of [['process', 'checkpoint', '--pid', 'x', '--help'], ['doctor', '--bogus', '-h'], ['suspend', 'a', 'b', '--help'],
+      ['snapshots', 'rm', '--help'], ['checkpoint', '--bogus', '-h']]) {
       const r = await kybernate(args);
       expect(r.code, args.join(' ')).toBe(0);
       expect(r.stdout).toMatch(/^usage: kybernate /);
@@ -39,11 +40,12 @@ describe('kybernate help', () => {
     }
   });
 
-  it('the top-level usage describes every command, process checkpoint and restore included', async () => {
+  it('the top-level usage describes every command, the subcommands of process and snapshots included', async () => {
     const r = await kybernate(['--help']);
     expect(r.code).toBe(0);
     const lines = r.stdout.split('\n');
-    for (const cmd of ['doctor', 'process checkpoint', 'process restore', 'ps', 'suspend', 'resume', 'gpu-status', 'version']) {
+    for (const cmd of ['doctor', 'process checkpoint', 'process restore', 'ps', 'suspend', 'resume', 'gpu-status', 'checkpoint', 'restore',
+      'snapshots ls', 'snapshots rm', 'version']) {
       const at = lines.findIndex((l) => l.startsWith(`  ${cmd} `) || l === `  ${cmd}`);
       expect(at, cmd).toBeGreaterThan(0);
       // The synopsis may wrap onto lines indented deeper; the description follows, indented by 6.

@@ -1,12 +1,13 @@
 // `kybernate suspend|resume|gpu-status` through the node agent: the same output (text and --json) as the
 // direct path in suspend.ts, plus the agent's socket in the JSON, and exit code 3 when no agent answers.
+// agentOperation() also runs checkpoint and restore (checkpoint.ts).
 import type { AgentClient } from '../../agent-api/client';
 import type { ResponseOf } from '../../agent-api/definition';
 import { kybernate } from '../../gen/proto';
 import { fromTimestamp } from '../../timestamp';
 import { reportFailure, withAgent } from '../agent-target';
 import { EXIT } from '../exit-codes';
-import { plural, progressLine, splitStep, stepTable } from '../format';
+import { plural, progressLine, splitStep, stepTable, type StepOut } from '../format';
 
 const State = kybernate.agent.v1.WorkloadState;
 
@@ -21,7 +22,11 @@ export interface AgentOp {
 
 type Out = { json: object; text: string };
 
-async function run(p: AgentOp, label: string, fn: (agent: AgentClient) => Promise<Out>): Promise<number> {
+/**
+ * One operation on p.id through the agent: a progress line on a terminal while it runs (not with --json),
+ * then its text or JSON on stdout; a failure as reportFailure prints it (exit 1, or 3 without an agent).
+ */
+export async function agentOperation(p: AgentOp, label: string, fn: (agent: AgentClient) => Promise<Out>): Promise<number> {
   const stop = p.json ? () => {} : progressLine(label);
   try {
     const out = await withAgent(p.socket, fn);
@@ -34,16 +39,21 @@ async function run(p: AgentOp, label: string, fn: (agent: AgentClient) => Promis
   }
 }
 
-function result(r: ResponseOf<'Suspend'>): { pids: number[]; steps: ReturnType<typeof splitStep>[]; durationMs: number } {
+/** The steps of an operation's result as the step table shows them. */
+export function stepsOf(r: ResponseOf<'Suspend'>): StepOut[] {
+  return (r.steps ?? []).map((s) => splitStep(s.name ?? '', s.durationMs ?? 0));
+}
+
+function result(r: ResponseOf<'Suspend'>): { pids: number[]; steps: StepOut[]; durationMs: number } {
   return {
     pids: r.cudaPids ?? [],
-    steps: (r.steps ?? []).map((s) => splitStep(s.name ?? '', s.durationMs ?? 0)),
+    steps: stepsOf(r),
     durationMs: r.durationMs ?? 0,
   };
 }
 
 export function suspendViaAgent(p: AgentOp): Promise<number> {
-  return run(p, `suspending ${p.id}`, async (agent) => {
+  return agentOperation(p, `suspending ${p.id}`, async (agent) => {
     const r = result(await agent.suspend({ namespace: p.namespace, id: p.id, lockTimeoutMs: p.lockTimeoutMs ?? 0 },
       { timeoutMs: p.timeoutMs }));
     return {
@@ -55,7 +65,7 @@ export function suspendViaAgent(p: AgentOp): Promise<number> {
 }
 
 export function resumeViaAgent(p: AgentOp): Promise<number> {
-  return run(p, `resuming ${p.id}`, async (agent) => {
+  return agentOperation(p, `resuming ${p.id}`, async (agent) => {
     const r = result(await agent.resume({ namespace: p.namespace, id: p.id }, { timeoutMs: p.timeoutMs }));
     return {
       json: r,
@@ -66,7 +76,7 @@ export function resumeViaAgent(p: AgentOp): Promise<number> {
 }
 
 export function gpuStatusViaAgent(p: AgentOp): Promise<number> {
-  return run(p, `asking about ${p.id}`, async (agent) => {
+  return agentOperation(p, `asking about ${p.id}`, async (agent) => {
     const w = await agent.get({ namespace: p.namespace, id: p.id }, { timeoutMs: p.timeoutMs });
     const suspended = w.state === State.SUSPENDED;
     const at = suspended ? fromTimestamp(w.since)?.toISOString() : undefined;

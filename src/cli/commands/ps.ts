@@ -3,31 +3,36 @@ import { parseArgs } from 'node:util';
 import Long from 'long';
 import type { ResponseOf } from '../../agent-api/definition';
 import { kybernate } from '../../gen/proto';
-import { validateId } from '../../ids';
-import { DEFAULT_NAMESPACE } from '../../shim-client/client';
 import { fromTimestamp } from '../../timestamp';
 import { agentSocket, reportFailure, withAgent } from '../agent-target';
+import { namespaceOf } from '../args';
 import { EXIT } from '../exit-codes';
-import { age, bytes, columns } from '../format';
+import { age, bytes, columns, shortSnapshot } from '../format';
 import { UsageError } from '../usage-error';
 
 const State = kybernate.agent.v1.WorkloadState;
 type Workload = ResponseOf<'Get'>;
+type Snapshot = kybernate.agent.v1.ISnapshot;
 
-const num = (v: Long | number | null | undefined): number => (v === null || v === undefined ? 0 : Long.fromValue(v).toNumber());
-const stateName = (s: number | null | undefined): string => (s ? State[s] ?? 'UNKNOWN' : 'UNKNOWN');
+export const num = (v: Long | number | null | undefined): number => (v === null || v === undefined ? 0 : Long.fromValue(v).toNumber());
+export const stateName = (s: number | null | undefined): string => (s ? State[s] ?? 'UNKNOWN' : 'UNKNOWN');
+
+/** A snapshot as plain JSON (numbers, ISO times). */
+export function snapshotJson(s: Snapshot): Record<string, unknown> {
+  return {
+    id: s.id ?? '', namespace: s.namespace ?? '', containerId: s.containerId ?? '', path: s.path ?? '',
+    createdAt: fromTimestamp(s.createdAt)?.toISOString() ?? null,
+    sizeBytes: num(s.sizeBytes), gpuMemoryBytes: num(s.gpuMemoryBytes), exited: s.exited ?? false,
+  };
+}
 
 /** A workload as plain JSON (numbers, ISO times, null for absent). */
 export function workloadJson(w: Workload): Record<string, unknown> {
-  const s = w.snapshot;
   return {
     namespace: w.namespace ?? '', id: w.id ?? '', state: stateName(w.state), pid: w.pid ?? 0, image: w.image ?? '',
     taskStatus: w.taskStatus ?? '', gpuMemoryBytes: num(w.gpuMemoryBytes), savedGpuMemoryBytes: num(w.savedGpuMemoryBytes),
     cudaPids: w.cudaPids ?? [],
-    snapshot: s ? {
-      id: s.id ?? '', path: s.path ?? '', createdAt: fromTimestamp(s.createdAt)?.toISOString() ?? null,
-      sizeBytes: num(s.sizeBytes), gpuMemoryBytes: num(s.gpuMemoryBytes), exited: s.exited ?? false,
-    } : null,
+    snapshot: w.snapshot ? snapshotJson(w.snapshot) : null,
     since: fromTimestamp(w.since)?.toISOString() ?? null,
     operation: w.operation ?? '',
   };
@@ -41,7 +46,7 @@ function row(w: Workload, now: number): string[] {
   return [
     w.namespace ?? '', w.id ?? '', w.operation ? `${state} (${w.operation}…)` : state,
     gpu > 0 ? bytes(gpu) : saved > 0 ? `${bytes(saved)} saved` : '-',
-    w.snapshot?.id ? w.snapshot.id.replace(/^sha256:/, '').slice(0, 12) : '-',
+    w.snapshot?.id ? shortSnapshot(w.snapshot.id) : '-',
     since ? `${age(since, now)} ago` : '-',
   ];
 }
@@ -57,15 +62,7 @@ export async function psCommand(args: string[]): Promise<number> {
     strict: true,
   });
   if (positionals.length > 0) throw new UsageError(`ps: takes no arguments, got ${positionals.join(' ')}`);
-  if (values.namespace !== undefined && values['all-namespaces']) throw new UsageError('ps: -n and --all-namespaces exclude each other');
-  const namespace = values['all-namespaces'] ? '' : values.namespace ?? DEFAULT_NAMESPACE;
-  if (namespace) {
-    try {
-      validateId('namespace', namespace);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-  }
+  const namespace = namespaceOf('ps', values);
   const socket = agentSocket(values.agent);
   const json = values.json ?? false;
   try {

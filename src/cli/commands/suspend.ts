@@ -5,11 +5,11 @@
 import { parseArgs } from 'node:util';
 import { StatusError } from '../../errors';
 import { kybernate } from '../../gen/proto';
-import { validateId } from '../../ids';
 import { DEFAULT_NAMESPACE, DEFAULT_STATE_DIR, ShimClient } from '../../shim-client/client';
 import { CONTROL_SERVICE as SERVICE } from '../../shim-client/control';
 import { fromTimestamp } from '../../timestamp';
 import { pickTarget } from '../agent-target';
+import { checkId, seconds } from '../args';
 import { EXIT } from '../exit-codes';
 import { plural, stepTable as table, type StepOut } from '../format';
 import { UsageError } from '../usage-error';
@@ -46,19 +46,8 @@ function parse(cmd: string, args: string[], extra: boolean): Parsed {
     strict: true,
   });
   if (positionals.length !== 1) throw new UsageError(`${cmd}: exactly one container id, got ${positionals.length}`);
-  const seconds = (flag: string, v: string | undefined): number | undefined => {
-    if (v === undefined) return undefined;
-    const s = Number(v);
-    if (!Number.isFinite(s) || s <= 0) throw new UsageError(`--${flag} must be a positive number of seconds, not ${v}`);
-    return Math.round(s * 1000);
-  };
-  for (const [kind, value] of [['namespace', values.namespace ?? DEFAULT_NAMESPACE], ['container id', positionals[0]]] as const) {
-    try {
-      validateId(kind, value);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-  }
+  checkId('namespace', values.namespace ?? DEFAULT_NAMESPACE);
+  checkId('container id', positionals[0]);
   const v = values as { namespace?: string; 'state-dir'?: string; agent?: string; timeout?: string; json?: boolean; 'lock-timeout'?: string };
   if (v.agent !== undefined && v['state-dir'] !== undefined) throw new UsageError(`${cmd}: --agent and --state-dir exclude each other`);
   const target = pickTarget({ agent: v.agent, stateDir: v['state-dir'] });

@@ -1,0 +1,124 @@
+// `kybernate snapshots ls|rm`: the snapshots in the agent's snapshot directory (ListSnapshots), and
+// deleting one (DeleteSnapshot). Both are scoped to a namespace (-n, default "default") unless -A: rm
+// resolves its SNAPSHOT (id or hex prefix) among that namespace's snapshots first, so that a prefix
+// never removes another namespace's snapshot.
+import { parseArgs } from 'node:util';
+import type { AgentClient } from '../../agent-api/client';
+import { KybernateError } from '../../errors';
+import { fromTimestamp } from '../../timestamp';
+import { agentSocket, reportFailure, withAgent } from '../agent-target';
+import { checkId, checkSnapshotRef, namespaceOf, seconds } from '../args';
+import { EXIT } from '../exit-codes';
+import { age, bytes, columns, progressLine, shortSnapshot } from '../format';
+import { UsageError } from '../usage-error';
+import { num, snapshotJson } from './ps';
+
+/** Listing and deleting touch only the snapshot directory; this is plenty. */
+const DEFAULT_TIMEOUT_S = 60;
+
+const FLAGS = {
+  namespace: { type: 'string', short: 'n' },
+  'all-namespaces': { type: 'boolean', short: 'A' },
+  agent: { type: 'string' },
+  timeout: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+interface Parsed {
+  /** '' = every namespace (-A). */
+  namespace: string;
+  positionals: string[];
+  socket: string;
+  timeoutMs: number;
+  json: boolean;
+}
+
+function parse(cmd: string, args: string[]): Parsed {
+  const { values, positionals } = parseArgs({ args, options: FLAGS, allowPositionals: true, strict: true });
+  return {
+    namespace: namespaceOf(cmd, values),
+    positionals,
+    socket: agentSocket(values.agent),
+    timeoutMs: seconds('timeout', values.timeout) ?? DEFAULT_TIMEOUT_S * 1000,
+    json: values.json ?? false,
+  };
+}
+
+/** Runs fn against the agent with a progress line; prints its text or JSON; exit 1 or 3 as reportFailure says. */
+async function withOutput(p: Parsed, label: string, fields: Record<string, unknown>,
+  fn: (agent: AgentClient) => Promise<{ json: object; text: string }>): Promise<number> {
+  const stop = p.json ? () => {} : progressLine(label);
+  try {
+    const out = await withAgent(p.socket, fn);
+    stop();
+    process.stdout.write(p.json ? `${JSON.stringify({ ok: true, agent: p.socket, ...fields, ...out.json }, null, 2)}\n` : out.text);
+    return EXIT.OK;
+  } catch (err) {
+    stop();
+    return reportFailure(err, p.json, { agent: p.socket, ...fields });
+  }
+}
+
+function ls(args: string[]): Promise<number> {
+  const p = parse('snapshots ls', args);
+  if (p.positionals.length > 1) throw new UsageError(`snapshots ls: at most one container id, got ${p.positionals.length}`);
+  const id = p.positionals[0] === undefined ? '' : checkId('container id', p.positionals[0]);
+  if (id && !p.namespace) throw new UsageError('snapshots ls: a container id needs its namespace (-n), not -A');
+  return withOutput(p, 'listing snapshots', { namespace: p.namespace, ...(id ? { id } : {}) }, async (agent) => {
+    const snapshots = (await agent.listSnapshots({ namespace: p.namespace, id }, { timeoutMs: p.timeoutMs })).snapshots ?? [];
+    const now = Date.now();
+    const rows = snapshots.map((s) => {
+      const created = fromTimestamp(s.createdAt);
+      const gpu = num(s.gpuMemoryBytes);
+      return [
+        s.namespace ?? '', s.containerId ?? '', shortSnapshot(s.id ?? ''), created ? `${age(created, now)} ago` : '-',
+        bytes(num(s.sizeBytes)), gpu > 0 ? bytes(gpu) : '-', s.exited ? 'yes' : 'no',
+      ];
+    });
+    return {
+      json: { snapshots: snapshots.map(snapshotJson) },
+      text: columns(['NAMESPACE', 'ID', 'SNAPSHOT', 'CREATED', 'SIZE', 'GPU MEM', 'EXITED'], rows),
+    };
+  });
+}
+
+function rm(args: string[]): Promise<number> {
+  const p = parse('snapshots rm', args);
+  if (p.positionals.length !== 1) throw new UsageError(`snapshots rm: exactly one snapshot (its id or a hex prefix), got ${p.positionals.length}`);
+  const ref = checkSnapshotRef(p.positionals[0]);
+  return withOutput(p, `removing snapshot ${ref}`, { namespace: p.namespace, snapshot: ref }, async (agent) => {
+    let target = ref;
+    if (p.namespace) {
+      // The agent matches a prefix across every namespace: resolve it within this one first.
+      const hex = ref.replace(/^sha256:/, '');
+      const all = (await agent.listSnapshots({ namespace: p.namespace }, { timeoutMs: p.timeoutMs })).snapshots ?? [];
+      const hits = all.filter((s) => (s.id ?? '').replace(/^sha256:/, '').startsWith(hex));
+      if (hits.length === 0) {
+        throw new KybernateError('KYB_ERR_NOT_FOUND', `no snapshot ${ref} in namespace ${p.namespace} (kybernate snapshots ls -A lists every namespace's)`);
+      }
+      if (hits.length > 1) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `snapshot ${ref} is ambiguous: ${hits.map((h) => h.id).join(', ')}`);
+      target = hits[0]!.id ?? ref;
+    }
+    const s = (await agent.deleteSnapshot({ snapshot: target }, { timeoutMs: p.timeoutMs })).snapshot ?? {};
+    const created = fromTimestamp(s.createdAt);
+    return {
+      json: { removed: snapshotJson(s) },
+      text: `removed snapshot ${shortSnapshot(s.id ?? '')} (${s.id ?? ''}) of ${s.namespace ?? ''}/${s.containerId ?? ''}: ` +
+        `${bytes(num(s.sizeBytes))}${created ? `, created ${created.toISOString()}` : ''}\n`,
+    };
+  });
+}
+
+export async function snapshotsCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'ls':
+      return ls(rest);
+    case 'rm':
+      return rm(rest);
+    case undefined:
+      throw new UsageError('snapshots: give a subcommand, ls or rm');
+    default:
+      throw new UsageError(`snapshots: unknown subcommand ${sub} (ls or rm)`);
+  }
+}
