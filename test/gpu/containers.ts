@@ -6,6 +6,8 @@
 //          agent's way) and through the `kybernate suspend|resume` CLI;
 //   stock: the same spec under runc alone: raw driver lock+checkpoint, `runc checkpoint`, `runc restore`,
 //          raw restore+unlock; raw suspend + cgroup freeze / thaw + raw resume in place;
+//   agent: kybernate-agent beside containerd, and a third container of each workload suspended/resumed and
+//          checkpointed/restored through it (agent-path.ts; --agent 0 leaves it out), in the same rounds;
 // with the answers checked after every restore/resume against those computed before the first checkpoint.
 // Writes container-results.json and container-table.md into --out, logs into --logs, and prints the table.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -13,20 +15,21 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ShimClient } from '../../src/shim-client/client';
-import { socketAddress } from '../../src/shim/address';
 import { kybernate } from '../../src/gen/proto';
 import { daemonConfig } from '../harness/config';
+import { AgentPath, type AgentCtx } from './agent-path';
 import { Ctd } from './ctd';
 import { buildGpuSpec, hostBinds, prepareRootfs, probeHost, type BindPolicy, type HostProbe } from './gpu-spec';
 import { RawDriver, StockRunc, cgroupDirOf, dirBytes, exec, gpuUsedMiB, setFrozen } from './stock';
 import { FILES_DIR, cudaWorkload, torchWorkload, type Workload } from './workloads';
 import { formatTable, type Report, type Sample } from './report';
+import { createBreakdown, manifestSteps, restoredSteps } from './shim-log';
 
 interface Args {
   work: string; out: string; logs: string; bin: string; node: string; cli: string; workload: string; raw: string; server: string;
   gib: number; rounds: number; port: number; only: string[];
-  /** Suspend/resume rounds (--suspend 0 skips them); restore rounds through a warm group shim (--group 0 skips). */
-  suspend: boolean; group: boolean;
+  /** Suspend/resume rounds (--suspend 0 skips them); restore rounds through a warm group shim (--group 0 skips); the agent path (--agent 0 skips). */
+  suspend: boolean; group: boolean; agent: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -40,7 +43,7 @@ function parseArgs(argv: string[]): Args {
     work: get('work'), out: get('out'), logs: get('logs'), bin: get('bin'), node: get('node'), cli: get('cli'), workload: get('workload'),
     raw: get('raw'), server: get('server'), gib: Number(get('gib', '4')), rounds: Number(get('rounds', '2')),
     port: Number(get('port', '18471')), only: get('only', 'cuda,torch').split(','),
-    suspend: get('suspend', '1') !== '0', group: get('group', '1') !== '0',
+    suspend: get('suspend', '1') !== '0', group: get('group', '1') !== '0', agent: get('agent', '1') !== '0',
   };
 }
 
@@ -64,6 +67,7 @@ class Suite {
   private readonly stock: StockRunc;
   private cliSuspend = false;
   private policy: BindPolicy = {};
+  agent?: AgentPath;
 
   constructor(readonly a: Args, readonly probe: HostProbe) {
     this.address = path.join(a.work, 'ctd', 'containerd.sock');
@@ -107,7 +111,24 @@ class Suite {
     }
   }
 
+  /** kybernate-agent on this containerd, snapshots on the same tmpfs as our images; a failure skips the agent rounds only. */
+  async startAgent(): Promise<void> {
+    const agent = new AgentPath({
+      node: this.a.node, bundle: path.join(path.dirname(this.a.cli), 'kybernate-agent.cjs'), address: this.address, state: this.state,
+      namespace: NAMESPACE, socket: path.join(this.a.work, 'agent.sock'), snapshotDir: path.join(IMAGES, 'agent'), env: this.env,
+      logFile: path.join(this.a.logs, 'agent.log'), pidFile: path.join(this.a.work, 'agent.pid'),
+    }, this, log);
+    try {
+      await agent.start();
+      this.agent = agent;
+    } catch (err) {
+      this.check(false, 'kybernate-agent serving (the agent rounds are skipped)', (err as Error).stack ?? String(err));
+      await agent.stop();
+    }
+  }
+
   async stop(): Promise<void> {
+    await this.agent?.stop();
     this.ctd?.close();
     if (this.containerd && this.containerd.exitCode === null) {
       this.containerd.kill('SIGTERM');
@@ -157,6 +178,15 @@ class Suite {
     throw new Error('no spec variant ran the CUDA workload in a container (see preflight-*.log)');
   }
 
+  /** Creates and starts one of our containers (in shim group `group` when given); its answers before any checkpoint into c.expected. */
+  private async startOurs(w: Workload, c: OursCtx, group?: string): Promise<void> {
+    await this.ctd.createContainer(c.id, RUNTIME, this.spec(w, c.id, group));
+    c.pid = await this.ctd.createTask(c.id, this.logUri(c.id, 'out'), this.logUri(c.id, 'err'));
+    c.pid = await this.ctd.start(c.id) || c.pid;
+    await w.ready(c.pid);
+    c.expected = await w.check(c.pid);
+  }
+
   private logUri(id: string, stream: string): string {
     return `file://${path.join(this.a.logs, `${id}.${stream}.log`)}`;
   }
@@ -188,52 +218,9 @@ class Suite {
     return { ms, shimMs: r.durationMs ?? 0, steps };
   }
 
-  /** The shim's log lines with message `msg` (containerd copies shim logs into its own), oldest first. */
-  private shimLines(msg: string): ShimLine[] {
-    let text = '';
-    try { text = fs.readFileSync(path.join(this.a.logs, 'containerd.log'), 'utf8'); } catch { return []; }
-    const found: ShimLine[] = [];
-    for (const raw of text.split('\n')) {
-      if (!raw.includes(msg)) continue;
-      // The shim's pino line either verbatim or quoted inside containerd's own msg="...".
-      const line = raw.includes('\\"') ? raw.replace(/\\"/g, '"') : raw;
-      const start = line.indexOf('{');
-      const end = line.lastIndexOf('}');
-      if (start < 0 || end <= start) continue;
-      try {
-        const o = JSON.parse(line.slice(start, end + 1)) as ShimLine;
-        if (o.msg === msg) found.push(o);
-      } catch { /* another line mentioning the message */ }
-    }
-    return found;
-  }
-
-  /** The shim's 'restored' log lines for `id`, oldest first. */
-  private restoredSteps(id: string): Array<Record<string, number>> {
-    return this.shimLines('restored').filter((o) => o.id === id && o.steps)
-      .map((o) => Object.fromEntries(o.steps!.map((x) => [x.step, Math.round(x.ms * 10) / 10])));
-  }
-
-  /**
-   * Adds to each of `op`'s restore samples of `id` the shim's own Create time ('created from a checkpoint')
-   * and, where a daemon was started for it, that daemon's exec → serving time ('shim listening' on the
-   * container's group socket; a warm group shim logs none, the `start` of its restores finds it serving).
-   * Returns how many daemons started on that socket during the restores.
-   */
-  private createBreakdown(w: Workload, op: Sample['op'], id: string, group: string): number {
-    const created = this.shimLines('created from a checkpoint').filter((o) => o.id === id);
-    const sock = path.basename(socketAddress(this.address, NAMESPACE, group));
-    // The first daemon on the socket served the container's first start, before any restore.
-    const boots = this.shimLines('shim listening').filter((o) => typeof o.socket === 'string' && path.basename(o.socket) === sock).slice(1);
-    const samples = this.report.samples.filter((s) => s.workload === w.name && s.path === 'ours' && s.op === op).sort((x, y) => x.round - y.round);
-    for (const [i, s] of samples.entries()) {
-      s.parts = { ...s.parts };
-      if (created[i]?.ms !== undefined) s.parts.shimCreate = Math.round(created[i]!.ms! * 10) / 10;
-      if (boots.length === samples.length && boots[i]?.bootMs !== undefined) s.parts.daemonBoot = boots[i]!.bootMs!;
-    }
-    if (created.length !== samples.length) log(`${id}: ${created.length} 'created from a checkpoint' lines for ${samples.length} restores`);
-    log(`${id}: ${boots.length} shim daemons started on its group socket during ${samples.length} restores`);
-    return boots.length;
+  /** What shim-log.ts needs to add the shim's own times to the samples. */
+  private get logs() {
+    return { report: this.report, containerdLog: path.join(this.a.logs, 'containerd.log'), address: this.address, namespace: NAMESPACE, log };
   }
 
   async detectCli(): Promise<void> {
@@ -262,23 +249,27 @@ class Suite {
     const group = `kyb-gpu-${w.name}`;
     const keeper = `kyb-${w.name}-keeper`;
     const g: OursCtx | undefined = this.a.group ? { id: `kyb-${w.name}-g`, pid: 0, expected: '', used0: 0 } : undefined;
+    // The agent's container: its own shim, like o; the agent drives it between the other paths' steps.
+    let ag: AgentCtx | undefined = this.agent?.serving ? { id: `kyb-${w.name}-agent`, pid: 0, expected: '', used0: 0 } : undefined;
     let stockStarted = false;
     try {
-      await this.ctd.createContainer(o.id, RUNTIME, this.spec(w, o.id));
-      o.pid = await this.ctd.createTask(o.id, this.logUri(o.id, 'out'), this.logUri(o.id, 'err'));
-      o.pid = await this.ctd.start(o.id) || o.pid;
-      await w.ready(o.pid);
-      o.expected = await w.check(o.pid);
+      await this.startOurs(w, o);
       if (g) {
         await this.ctd.createContainer(keeper, RUNTIME, this.spec({ args: ['/usr/bin/sleep', 'infinity'], env: [], withPython: false }, keeper, group));
         await this.ctd.createTask(keeper, this.logUri(keeper, 'out'), this.logUri(keeper, 'err'));
         await this.ctd.start(keeper);
-        await this.ctd.createContainer(g.id, RUNTIME, this.spec(w, g.id, group));
-        g.pid = await this.ctd.createTask(g.id, this.logUri(g.id, 'out'), this.logUri(g.id, 'err'));
-        g.pid = await this.ctd.start(g.id) || g.pid;
-        await w.ready(g.pid);
-        g.expected = await w.check(g.pid);
+        await this.startOurs(w, g, group);
         this.check(g.expected === o.expected, `${w.name}: the group shim's and the own shim's containers give the same answers`);
+      }
+      if (ag) {
+        try {
+          await this.startOurs(w, ag);
+          this.check(ag.expected === o.expected, `${w.name}: the agent's and the suite's kybernate containers give the same answers`);
+        } catch (err) {
+          this.check(false, `${w.name}: the agent's container started (its rounds are skipped)`, (err as Error).stack ?? String(err));
+          await this.removeOurs(ag.id);
+          ag = undefined;
+        }
       }
       fs.mkdirSync(s.bundle, { recursive: true });
       fs.writeFileSync(path.join(s.bundle, 'config.json'), JSON.stringify(this.spec(w, s.id), null, 2));
@@ -290,25 +281,29 @@ class Suite {
       this.check(s.expected === o.expected, `${w.name}: runc and kybernate containers give the same answers`);
       o.used0 = s.used0 = await gpuUsedMiB();
       if (g) g.used0 = o.used0;
-      log(`${w.name}: ours pid ${o.pid}, group pid ${g?.pid ?? '-'}, stock pid ${s.pid} serving; GPU used ${o.used0} MiB; answer ${o.expected.slice(0, 200)}`);
+      if (ag) ag.used0 = o.used0;
+      log(`${w.name}: ours pid ${o.pid}, group pid ${g?.pid ?? '-'}, agent's pid ${ag?.pid ?? '-'}, stock pid ${s.pid} serving; GPU used ${o.used0} MiB; answer ${o.expected.slice(0, 200)}`);
+      // Each round: ours, group, agent, stock (even rounds the other way round).
       for (let round = 1; round <= this.a.rounds; round++) {
         const steps = [() => this.oursCheckpointRestore(w, o, round), () => this.stockCheckpointRestore(w, s, round)];
+        if (ag) steps.splice(1, 0, () => this.agent!.checkpointRestore(w, ag, round));
         if (g) steps.splice(1, 0, () => this.oursCheckpointRestore(w, g, round, 'restore-group'));
         for (const step of round % 2 ? steps : steps.reverse()) await step();
       }
-      this.createBreakdown(w, 'restore', o.id, o.id);
+      createBreakdown(this.logs, w.name, 'restore', o.id, o.id);
+      if (ag) createBreakdown(this.logs, w.name, 'restore-agent', ag.id, ag.id);
       if (g) {
-        const boots = this.createBreakdown(w, 'restore-group', g.id, group);
+        const boots = createBreakdown(this.logs, w.name, 'restore-group', g.id, group);
         this.check(boots === 0, `${w.name}: restores into the warm group shim started no new shim daemon`, `${boots} started`);
       }
-      const restored = this.restoredSteps(o.id);
+      const restored = restoredSteps(this.logs.containerdLog, o.id);
       if (restored.length !== this.a.rounds) log(`${o.id}: ${restored.length} 'restored' lines in containerd.log for ${this.a.rounds} restores`);
       for (const [i, steps] of restored.entries()) {
         const ms = (steps['runc-restore'] ?? 0) + (steps['gpu-total'] ?? 0);
         this.sample({ workload: w.name, path: 'ours', op: 'restore-shim', round: i + 1, ms, parts: steps });
       }
       if (!this.a.suspend) return;
-      // Suspend in place: the stock round sits between our rpc and CLI rounds (their order alternates).
+      // Suspend in place: rpc, agent, stock, CLI (even rounds the other way round).
       const cg = cgroupDirOf(s.pid);
       const raw = new RawDriver(this.a.raw, s.pid);
       const shim = await ShimClient.connect(this.state, NAMESPACE, o.id);
@@ -317,7 +312,7 @@ class Suite {
         for (let round = 1; round <= this.a.rounds; round++) {
           const rpc = (): Promise<void> => this.oursSuspendResume(w, o, round, shim);
           const cli = (): Promise<void> => (this.cliSuspend ? this.oursSuspendResume(w, o, round) : Promise.resolve());
-          const steps = [rpc, () => this.stockSuspendResume(w, s, round, raw, cg), cli];
+          const steps = [rpc, () => this.agent?.suspendResume(w, ag, round), () => this.stockSuspendResume(w, s, round, raw, cg), cli];
           for (const step of round % 2 ? steps : steps.reverse()) await step();
         }
       } finally {
@@ -325,6 +320,10 @@ class Suite {
         raw.close();
       }
     } finally {
+      if (ag) {
+        this.agent?.summary(w);
+        await this.removeOurs(ag.id);
+      }
       await this.removeOurs(o.id);
       if (g) {
         await this.removeOurs(g.id);
@@ -344,7 +343,7 @@ class Suite {
     await this.ctd.deleteTask(o.id);
     const used = await gpuUsedMiB();
     const how = op === 'restore' ? '' : ' (group shim)';
-    this.sample({ workload: w.name, path: 'ours', op: op === 'restore' ? 'checkpoint' : 'checkpoint-group', round, ms: ckptMs, bytes: dirBytes(images), parts: readManifest(images) });
+    this.sample({ workload: w.name, path: 'ours', op: op === 'restore' ? 'checkpoint' : 'checkpoint-group', round, ms: ckptMs, bytes: dirBytes(images), parts: manifestSteps(images) });
     this.check(used < o.used0 - 500, `${w.name} ours${how} round ${round}: GPU memory released after checkpoint`, `${o.used0} -> ${used} MiB`);
     t0 = performance.now();
     await this.ctd.createTask(o.id, this.logUri(o.id, 'out'), this.logUri(o.id, 'err'), images);
@@ -431,17 +430,7 @@ class Suite {
 }
 
 interface OursCtx { id: string; pid: number; expected: string; used0: number }
-interface ShimLine { msg?: string; id?: string; ms?: number; bootMs?: number; socket?: string; steps?: Array<{ step: string; ms: number }> }
 interface StockCtx { id: string; bundle: string; logFile: string; pid: number; expected: string; used0: number }
-
-function readManifest(dir: string): Record<string, number> | undefined {
-  try {
-    const m = JSON.parse(fs.readFileSync(path.join(dir, 'kybernate-manifest.json'), 'utf8')) as { steps?: Array<{ step: string; ms: number }> };
-    return Object.fromEntries((m.steps ?? []).map((s) => [s.step, Math.round(s.ms * 10) / 10]));
-  } catch {
-    return undefined;
-  }
-}
 
 function writeReport(a: Args, report: Report): string {
   const table = formatTable(report);
@@ -465,6 +454,7 @@ async function main(): Promise<number> {
   const suite = new Suite(a, probe);
   // run.sh bounds this suite with timeout(1): what was measured until then is still written.
   process.once('SIGTERM', () => {
+    suite.agent?.kill();
     suite.check(false, 'container suite', 'stopped by SIGTERM (time limit) before it finished');
     console.log(writeReport(a, suite.report));
     process.exit(1);
@@ -477,6 +467,7 @@ async function main(): Promise<number> {
     await suite.preflight();
     await suite.startContainerd();
     await suite.detectCli();
+    if (a.agent) await suite.startAgent();
     for (const w of workloads) {
       try {
         await suite.pair(w);

@@ -7,9 +7,11 @@ export interface Sample {
   /**
    * *-rpc: Control.Suspend/Resume as one ttrpc call from the suite's running process (the node agent's way);
    * suspend/resume: the `kybernate` CLI's wall time; *-shim: the shim's own duration (durationMs of either);
-   * restore-shim: the shim's runc-restore + gpu-total from its 'restored' log line.
+   * restore-shim: the shim's runc-restore + gpu-total from its 'restored' log line; *-agent: one call to
+   * kybernate-agent (agent-path.ts).
    */
-  op: 'checkpoint' | 'checkpoint-group' | 'restore' | 'restore-group' | 'restore-shim' | 'suspend' | 'resume' | 'suspend-rpc' | 'resume-rpc' | 'suspend-shim' | 'resume-shim';
+  op: 'checkpoint' | 'checkpoint-group' | 'restore' | 'restore-group' | 'restore-shim' | 'suspend' | 'resume' | 'suspend-rpc' | 'resume-rpc' | 'suspend-shim' | 'resume-shim'
+    | 'suspend-agent' | 'resume-agent' | 'checkpoint-agent' | 'restore-agent';
   round: number;
   /** Wall time of the whole operation as the caller sees it. */
   ms: number;
@@ -29,18 +31,22 @@ export interface Report {
 const OPS: Array<{ op: Sample['op']; stockOp?: Sample['op']; ours: string; stock: string; target?: number }> = [
   { op: 'restore', ours: 'Tasks.Create{criu_image_path} + Tasks.Start wall from the suite\'s gRPC client (shim start, manifest verification, runc restore, CUDA restore+unlock)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
   { op: 'restore-group', stockOp: 'restore', ours: 'the same into a warm group shim (io.kybernate.group shared with a keeper container: `start` finds the daemon serving)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
+  { op: 'restore-agent', stockOp: 'restore', ours: 'Agent.Restore of the snapshot just taken, one gRPC call from the suite\'s AgentClient (snapshot checked against this node, Tasks.Create{criu_image_path} + Start, the agent\'s view after)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
   { op: 'restore-shim', stockOp: 'restore', ours: 'the shim\'s own runc-restore + gpu-total (its \'restored\' log line)', stock: 'runc restore + raw restore+unlock', target: 1.1 },
   { op: 'resume-rpc', stockOp: 'resume', ours: 'Control.Resume as one ttrpc call from the running suite (connection open; thaw, CUDA restore+unlock)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
+  { op: 'resume-agent', stockOp: 'resume', ours: 'Agent.Resume, one gRPC call from the suite\'s AgentClient (the agent finds the task, Control.Resume through the shim, the view after)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
   { op: 'resume', ours: '`kybernate resume` (CLI wall: node start, dial, thaw, CUDA restore+unlock)', stock: 'raw restore+unlock (thaw not included)', target: 1.1 },
   { op: 'resume-shim', stockOp: 'resume', ours: 'the shim\'s own duration of those resumes (durationMs; rpc and CLI rounds)', stock: 'raw restore+unlock', target: 1.1 },
   { op: 'checkpoint', ours: 'Tasks.Checkpoint{exit} wall (CUDA lock+checkpoint, runc checkpoint, manifest)', stock: 'raw lock+checkpoint + runc checkpoint' },
+  { op: 'checkpoint-agent', stockOp: 'checkpoint', ours: 'Agent.Checkpoint{exit} wall: Tasks.Checkpoint into the agent\'s snapshot dir (the same tmpfs as ours), then the exit awaited and the task deleted, the view after', stock: 'raw lock+checkpoint + runc checkpoint' },
   { op: 'checkpoint-group', stockOp: 'checkpoint', ours: 'Tasks.Checkpoint{exit} of the group shim\'s container', stock: 'raw lock+checkpoint + runc checkpoint' },
   { op: 'suspend-rpc', stockOp: 'suspend', ours: 'Control.Suspend as one ttrpc call from the running suite (CUDA lock+checkpoint, freeze)', stock: 'raw lock+checkpoint (freeze not included)' },
+  { op: 'suspend-agent', stockOp: 'suspend', ours: 'Agent.Suspend, one gRPC call from the suite\'s AgentClient (the agent\'s fresh view of the workload with nvidia-smi, Control.Suspend through the shim, the view after)', stock: 'raw lock+checkpoint (freeze not included)' },
   { op: 'suspend', ours: '`kybernate suspend` (CLI wall)', stock: 'raw lock+checkpoint (freeze not included)' },
   { op: 'suspend-shim', stockOp: 'suspend', ours: 'the shim\'s own duration of those suspends (durationMs; rpc and CLI rounds)', stock: 'raw lock+checkpoint' },
 ];
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
