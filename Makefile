@@ -84,6 +84,7 @@ test: build image
 bench: build image
 	@$(NODE) test/bench/run.cjs
 	@$(NODE) test/bench/checkpoint.cjs
+	@$(NODE) test/bench/agent.cjs
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/kybernate $(DESTDIR)$(PREFIX)/bin
