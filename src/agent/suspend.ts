@@ -1,6 +1,8 @@
 // Suspend and Resume of a workload: GPU suspend in place, done by the workload's shim (its Control
 // service, found through containerd's state directory). The agent checks that there is a task to talk to,
-// records the device memory the suspend moves off the GPU, and turns the shim's steps into OpSteps.
+// records the device memory the suspend moved off the GPU (as the shim measured it, SuspendResponse's
+// device_memory_bytes), and turns the shim's steps into OpSteps.
+import Long from 'long';
 import { KybernateError } from '../errors';
 import { kybernate } from '../gen/proto';
 import { ShimClient } from '../shim-client/client';
@@ -18,12 +20,14 @@ export interface SuspendRequest extends OpRequest {
 }
 
 export async function suspendWorkload(ctx: AgentContext, req: SuspendRequest): Promise<OpResult> {
-  const before = await withTask(ctx, req, 'suspend', true);
+  await withTask(ctx, req, 'suspend');
   const r = await callShim(ctx, req, (shim) => shim.request(CONTROL_SERVICE, 'Suspend', C.SuspendRequest, C.SuspendResponse,
     { id: req.id, lockTimeoutMs: req.lockTimeoutMs ?? 0 }, { timeoutMs: SHIM_TIMEOUT_MS, signal: req.signal }));
-  // Every CUDA process of the container gave its device memory back: what it held before is freed.
-  ctx.workloads.rememberSaved(req.namespace, req.id, before.gpuMemoryBytes);
-  ctx.metrics.gpuMemoryFreed('suspend', before.gpuMemoryBytes);
+  // Every suspended CUDA process gave its device memory back: what the shim measured while they were locked
+  // (the moment they held it all) is what was freed. No nvidia-smi of our own before the call.
+  const freed = Long.fromValue(r.deviceMemoryBytes ?? 0).toNumber();
+  ctx.workloads.rememberSaved(req.namespace, req.id, freed);
+  ctx.metrics.gpuMemoryFreed('suspend', freed);
   return { steps: steps(ctx, req, 'suspend', r.steps), durationMs: r.durationMs ?? 0, cudaPids: r.pids ?? [] };
 }
 
@@ -36,8 +40,8 @@ export async function resumeWorkload(ctx: AgentContext, req: OpRequest): Promise
 }
 
 /** The workload (NOT_FOUND unless it is a Kybernate container); FAILED_PRECONDITION without a live task. */
-async function withTask(ctx: AgentContext, req: OpRequest, what: string, fresh = false): Promise<WorkloadView> {
-  const w = await ctx.workloads.get(req.namespace, req.id, { signal: req.signal, fresh });
+async function withTask(ctx: AgentContext, req: OpRequest, what: string): Promise<WorkloadView> {
+  const w = await ctx.workloads.get(req.namespace, req.id, { signal: req.signal });
   if (w.pid === 0) {
     throw new KybernateError('KYB_ERR_FAILED_PRECONDITION',
       `cannot ${what} workload ${req.namespace}/${req.id}: it has no running task (it is ${w.state.toLowerCase()})`);

@@ -54,6 +54,7 @@ export class ControlService {
     return {
       pids: out.pids, steps: steps(out.steps), durationMs: out.durationMs,
       skipped: out.skipped.map((s) => ({ pid: s.pid, reason: s.why })),
+      deviceMemoryBytes: Long.fromNumber(Math.max(0, Math.round(out.deviceMemoryBytes)), true),
     };
   }
 
