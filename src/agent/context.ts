@@ -19,8 +19,11 @@ export interface OpStep {
 export interface OpEvents {
   /** A step just finished. */
   progress(namespace: string, id: string, operation: string, step: OpStep): void;
-  /** Looks at the workload again now and publishes a StateChanged if its state changed. */
-  refresh(namespace: string, id: string): Promise<void>;
+  /**
+   * Looks at the workload again now and publishes a StateChanged if its state changed; resolves to the view
+   * it looked at (undefined when the workload is gone or could not be looked at).
+   */
+  refresh(namespace: string, id: string): Promise<WorkloadView | undefined>;
 }
 
 export interface AgentContext {

@@ -18,7 +18,7 @@ import { toTimestamp } from '../timestamp';
 import { TOPIC_RESUMED, TOPIC_SUSPENDED } from '../shim-client/control';
 import type { OpEvents, OpStep } from './context';
 import type { OperationKind, OperationOutcome } from './operations';
-import type { WorkloadState, Workloads } from './workloads';
+import type { WorkloadState, WorkloadView, Workloads } from './workloads';
 
 type Event = kybernate.agent.v1.IEvent;
 const S = kybernate.agent.v1.WorkloadState;
@@ -47,7 +47,7 @@ export class AgentEvents implements OpEvents {
   private readonly subscribers = new Set<Subscriber>();
   /** The last state published (or first seen) per workload: what the next view is compared with. */
   private readonly states = new Map<string, WorkloadState>();
-  private readonly chains = new Map<string, Promise<void>>();
+  private readonly chains = new Map<string, Promise<unknown>>();
   private subscription: { close(): void } | undefined;
   private retryMs = RETRY_MIN_MS;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -89,11 +89,16 @@ export class AgentEvents implements OpEvents {
     this.publish(namespace, id, { done: { operation: kind, ok: o.ok, code: o.code ?? '', message: o.message ?? '', durationMs: o.durationMs } });
   }
 
-  /** Computes the workload's view in its turn and publishes a StateChanged when its state differs. */
-  refresh(namespace: string, id: string): Promise<void> {
+  /**
+   * Computes the workload's view in its turn and publishes a StateChanged when its state differs; resolves
+   * to that view (undefined when the workload is gone or cannot be looked at), so an operation's reply can
+   * use the very view its events were published from.
+   */
+  refresh(namespace: string, id: string): Promise<WorkloadView | undefined> {
     const k = `${namespace}/${id}`;
     const next = (this.chains.get(k) ?? Promise.resolve()).then(() => this.compare(namespace, id)).catch((err: Error) => {
       this.deps.log.warn({ namespace, id, err: err.message }, 'cannot look at the workload after an event');
+      return undefined;
     });
     this.chains.set(k, next);
     void next.then(() => { if (this.chains.get(k) === next) this.chains.delete(k); });
@@ -128,21 +133,23 @@ export class AgentEvents implements OpEvents {
     }
   }
 
-  private async compare(namespace: string, id: string): Promise<void> {
+  private async compare(namespace: string, id: string): Promise<WorkloadView | undefined> {
     const k = `${namespace}/${id}`;
-    let now: WorkloadState | undefined;
+    let view: WorkloadView | undefined;
     try {
-      now = (await this.deps.workloads.get(namespace, id)).state;
+      view = await this.deps.workloads.get(namespace, id);
     } catch (err) {
       if (!(KybernateError.is(err) && err.code === 'KYB_ERR_NOT_FOUND')) throw err;
       this.deps.workloads.forget(namespace, id);
     }
+    const now = view?.state;
     const before = this.states.get(k);
-    if (before === now) return;
+    if (before === now) return view;
     if (now === undefined) this.states.delete(k);
     else this.states.set(k, now);
     this.deps.log.info({ namespace, id, from: before ?? 'none', to: now ?? 'gone' }, 'workload state changed');
     this.publish(namespace, id, { state: { from: stateValue(before), to: stateValue(now) } });
+    return view;
   }
 
   private publish(namespace: string, id: string, kind: Pick<Event, 'state' | 'progress' | 'done'>): void {

@@ -125,8 +125,10 @@ export function agentHandlers(deps: ServiceDeps, log: Logger): grpc.UntypedServi
       kind, namespace, id, requestId: req.requestId ?? '', signal,
       run: async () => {
         const r = await run(namespace, id);
-        await events.refresh(namespace, id);
-        const w = r.workload ?? await ctx.workloads.get(namespace, id);
+        // One view after the operation: the one the events compare (computed in the workload's turn) is the
+        // reply's too; looked up again only when that one could not be had (the lookup's error is the answer).
+        const seen = await events.refresh(namespace, id);
+        const w = r.workload ?? seen ?? await ctx.workloads.get(namespace, id);
         return {
           workload: workload(w, ''), durationMs: r.durationMs, cudaPids: r.cudaPids,
           steps: r.steps.map((s) => ({ name: s.name, durationMs: s.durationMs, bytes: u64(s.bytes ?? 0) })),

@@ -3,12 +3,10 @@
 // records the device memory the suspend moved off the GPU (as the shim measured it, SuspendResponse's
 // device_memory_bytes), and turns the shim's steps into OpSteps.
 import Long from 'long';
-import { KybernateError } from '../errors';
 import { kybernate } from '../gen/proto';
 import { ShimClient } from '../shim-client/client';
 import { CONTROL_SERVICE } from '../shim-client/control';
 import type { AgentContext, OpRequest, OpResult, OpStep } from './context';
-import type { WorkloadView } from './workloads';
 
 const C = kybernate.shim.v1;
 /** Checkpointing a full GPU's memory takes minutes at worst (the CLI allows the same). */
@@ -39,14 +37,9 @@ export async function resumeWorkload(ctx: AgentContext, req: OpRequest): Promise
   return { steps: steps(ctx, req, 'resume', r.steps), durationMs: r.durationMs ?? 0, cudaPids: r.pids ?? [] };
 }
 
-/** The workload (NOT_FOUND unless it is a Kybernate container); FAILED_PRECONDITION without a live task. */
-async function withTask(ctx: AgentContext, req: OpRequest, what: string): Promise<WorkloadView> {
-  const w = await ctx.workloads.get(req.namespace, req.id, { signal: req.signal });
-  if (w.pid === 0) {
-    throw new KybernateError('KYB_ERR_FAILED_PRECONDITION',
-      `cannot ${what} workload ${req.namespace}/${req.id}: it has no running task (it is ${w.state.toLowerCase()})`);
-  }
-  return w;
+/** NOT_FOUND unless it is a Kybernate container; FAILED_PRECONDITION without a live task (workloads.ts). */
+async function withTask(ctx: AgentContext, req: OpRequest, what: string): Promise<void> {
+  await ctx.workloads.requireTask(req.namespace, req.id, what, { signal: req.signal });
 }
 
 async function callShim<T>(ctx: AgentContext, req: OpRequest, fn: (shim: ShimClient) => Promise<T>): Promise<T> {

@@ -91,6 +91,27 @@ export class Workloads {
   async get(namespace: string, id: string, o: { signal?: AbortSignal; fresh?: boolean } = {}): Promise<WorkloadView> {
     validateId('namespace', namespace);
     validateId('container id', id);
+    return this.view(namespace, await this.container(namespace, id, o), o);
+  }
+
+  /**
+   * What an operation on the task needs before it starts, and no more: the container is ours (NOT_FOUND
+   * otherwise) and has a task with a process (FAILED_PRECONDITION otherwise, naming the state the full view
+   * finds). No snapshot scan, shim Status or nvidia-smi: the view after the operation has those.
+   */
+  async requireTask(namespace: string, id: string, what: string, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
+    validateId('namespace', namespace);
+    validateId('container id', id);
+    const [c, task] = await Promise.all([this.container(namespace, id, o), this.deps.containerd.task(namespace, id, o)]);
+    const pid = task && task.status !== 'stopped' ? task.pid : 0;
+    if (pid !== 0) return { pid };
+    const w = await this.view(namespace, c, o);
+    throw new KybernateError('KYB_ERR_FAILED_PRECONDITION',
+      `cannot ${what} workload ${namespace}/${id}: it has no running task (it is ${w.state.toLowerCase()})`);
+  }
+
+  /** The container, if it is ours; KYB_ERR_NOT_FOUND otherwise. */
+  private async container(namespace: string, id: string, o: { signal?: AbortSignal }): Promise<ContainerInfo> {
     let c: ContainerInfo;
     try {
       c = await this.deps.containerd.container(namespace, id, o);
@@ -101,10 +122,10 @@ export class Workloads {
     if (c.runtime !== RUNTIME_NAME) {
       throw new KybernateError('KYB_ERR_NOT_FOUND', `workload ${namespace}/${id}: not found (the container's runtime is ${c.runtime}, not ${RUNTIME_NAME})`);
     }
-    return this.view(namespace, c, o);
+    return c;
   }
 
-  /** Remembers device memory an operation moved to host memory (the shim does not report it). */
+  /** Remembers device memory an operation moved to host memory (the view cannot see it: Status does not report it). */
   rememberSaved(namespace: string, id: string, bytes: number): void {
     const r = this.seen.get(key(namespace, id));
     if (r) r.savedGpuMemoryBytes = bytes;
