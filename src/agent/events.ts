@@ -48,6 +48,8 @@ export class AgentEvents implements OpEvents {
   /** The last state published (or first seen) per workload: what the next view is compared with. */
   private readonly states = new Map<string, WorkloadState>();
   private readonly chains = new Map<string, Promise<unknown>>();
+  /** Per workload, the comparison queued in its chain that has not started yet. */
+  private readonly waiting = new Map<string, Promise<WorkloadView | undefined>>();
   private subscription: { close(): void } | undefined;
   private retryMs = RETRY_MIN_MS;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -96,11 +98,19 @@ export class AgentEvents implements OpEvents {
    */
   refresh(namespace: string, id: string): Promise<WorkloadView | undefined> {
     const k = `${namespace}/${id}`;
-    const next = (this.chains.get(k) ?? Promise.resolve()).then(() => this.compare(namespace, id)).catch((err: Error) => {
+    // A comparison queued and not started yet computes its view after this call: it serves this one too
+    // (an operation's refresh and the events its own shim published need one view, not one each).
+    const waiting = this.waiting.get(k);
+    if (waiting) return waiting;
+    const next = (this.chains.get(k) ?? Promise.resolve()).then(() => {
+      if (this.waiting.get(k) === next) this.waiting.delete(k);
+      return this.compare(namespace, id);
+    }).catch((err: Error) => {
       this.deps.log.warn({ namespace, id, err: err.message }, 'cannot look at the workload after an event');
       return undefined;
     });
     this.chains.set(k, next);
+    this.waiting.set(k, next);
     void next.then(() => { if (this.chains.get(k) === next) this.chains.delete(k); });
     return next;
   }
