@@ -140,11 +140,15 @@ export class Workloads {
   private async view(namespace: string, c: ContainerInfo, o: { signal?: AbortSignal; fresh?: boolean }): Promise<WorkloadView> {
     const [task, snapshot] = await Promise.all([this.deps.containerd.task(namespace, c.id, o), this.deps.snapshots.newest(namespace, c.id)]);
     const live = task !== undefined && task.status !== 'stopped' && task.status !== 'unknown';
+    const pid = task && task.status !== 'stopped' ? task.pid : 0;
+    // A suspended container's task is paused (the shim freezes it): a running one's GPU memory is asked
+    // for alongside the shim's Status, not after it (and dropped should the shim say suspended after all).
+    const early = live && task.status === 'running' ? this.deps.gpuMemory.ofContainer(pid, o.fresh) : undefined;
+    early?.catch(() => undefined); // awaited below unless dropped: never an unhandled rejection
     const control = live ? await this.shimStatus(namespace, c.id) : undefined;
     const suspended = control?.suspended === true;
     const state = stateOf(task, suspended, snapshot);
-    const pid = task && task.status !== 'stopped' ? task.pid : 0;
-    const gpuMemoryBytes = live && !suspended ? await this.deps.gpuMemory.ofContainer(pid, o.fresh) : 0;
+    const gpuMemoryBytes = live && !suspended ? await (early ?? this.deps.gpuMemory.ofContainer(pid, o.fresh)) : 0;
 
     const k = key(namespace, c.id);
     const before = this.seen.get(k);
