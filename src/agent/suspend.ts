@@ -43,7 +43,7 @@ async function withTask(ctx: AgentContext, req: OpRequest, what: string): Promis
 }
 
 async function callShim<T>(ctx: AgentContext, req: OpRequest, fn: (shim: ShimClient) => Promise<T>): Promise<T> {
-  const shim = await ShimClient.connect(ctx.containerdState, req.namespace, req.id);
+  const shim = await ShimClient.shared(ctx.containerdState, req.namespace, req.id);
   try {
     return await fn(shim);
   } finally {

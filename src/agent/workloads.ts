@@ -171,7 +171,7 @@ export class Workloads {
   private async shimStatus(namespace: string, id: string): Promise<{ suspended: boolean; suspendedAt?: Date; cudaPids: number[] } | undefined> {
     let shim: ShimClient | undefined;
     try {
-      shim = await ShimClient.connect(this.deps.containerdState, namespace, id);
+      shim = await ShimClient.shared(this.deps.containerdState, namespace, id);
       const r = await shim.request(CONTROL_SERVICE, 'Status', C.StatusRequest, C.StatusResponse, { id }, { timeoutMs: SHIM_TIMEOUT_MS });
       return { suspended: r.suspended === true, suspendedAt: fromTimestamp(r.suspendedAt), cudaPids: r.cudaPids ?? [] };
     } catch (err) {

@@ -51,9 +51,41 @@ export function locateShim(stateDir: string, namespace: string, id: string): Shi
   return { dir, socket };
 }
 
+/** ShimClient.shared's connections, per shim socket; one leaves when it closes or a call on it fails. */
+const sharedConnections = new Map<string, Promise<TtrpcClient>>();
+
 /** One connection to a container's shim, with the namespace every call carries. */
 export class ShimClient {
-  private constructor(private readonly client: TtrpcClient, readonly namespace: string, readonly id: string) {}
+  private constructor(private readonly client: TtrpcClient, readonly namespace: string, readonly id: string,
+    private readonly isShared = false) {}
+
+  /**
+   * Like connect(), on a connection kept per shim socket for later calls (a long-lived process such as the
+   * agent saves a dial per call). close() leaves it open; it is dropped when the shim closes it (the shim
+   * exits) or when a call on it fails, and a closed one is never handed out.
+   */
+  static async shared(stateDir: string, namespace: string, id: string): Promise<ShimClient> {
+    const { socket } = locateShim(stateDir, namespace, id);
+    for (;;) {
+      let conn = sharedConnections.get(socket);
+      if (!conn) {
+        const dial = TtrpcClient.connect(socket).then((c) => {
+          c.once('close', () => { if (sharedConnections.get(socket) === dial) sharedConnections.delete(socket); });
+          return c;
+        });
+        dial.catch(() => { if (sharedConnections.get(socket) === dial) sharedConnections.delete(socket); });
+        sharedConnections.set(socket, conn = dial);
+      }
+      let client: TtrpcClient;
+      try {
+        client = await conn;
+      } catch (err) {
+        throw new KybernateError('KYB_ERR_UNAVAILABLE', `cannot reach the shim of container ${id} at ${socket}: ${(err as Error).message}`, { cause: err });
+      }
+      if (!client.isClosed) return new ShimClient(client, namespace, id, true);
+      if (sharedConnections.get(socket) === conn) sharedConnections.delete(socket);
+    }
+  }
 
   static async connect(stateDir: string, namespace: string, id: string): Promise<ShimClient> {
     const { socket } = locateShim(stateDir, namespace, id);
@@ -76,6 +108,8 @@ export class ShimClient {
         ...opts, metadata: { 'containerd-namespace-ttrpc': this.namespace, ...opts.metadata },
       });
     } catch (err) {
+      // A shared connection that failed a call is not trusted with the next one (timed out, closed, ...).
+      if (this.isShared) this.client.destroy();
       if (err instanceof StatusError && err.status === Status.UNIMPLEMENTED) {
         throw new StatusError(err.status,
           `container ${this.id} is not run by the kybernate runtime (its shim has no ${service}/${method}: ${err.message})`);
@@ -84,7 +118,8 @@ export class ShimClient {
     }
   }
 
+  /** Closes the connection (a shared one stays open for the next caller). */
   close(): void {
-    this.client.destroy();
+    if (!this.isShared) this.client.destroy();
   }
 }
