@@ -18,12 +18,13 @@
 //   before anything restored runs). A failed restore leaves no task behind.
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { KybernateError, StatusError, errPrecondition, fromStatus } from '../errors';
+import { KybernateError, errPrecondition } from '../errors';
 import { containerd as pb } from '../gen/proto';
 import { validateId } from '../ids';
 import type { ContainerdClient, TaskInfo } from '../containerd/client';
 import { ShimClient } from '../shim-client/client';
 import { nodeFacts } from '../host/facts';
+import { asKybernateError } from './failure';
 import type { SnapshotDirectory, SnapshotInfo } from './snapshots';
 
 export interface CheckpointContext {
@@ -58,10 +59,11 @@ function majorOf(c: ContainerdClient): Promise<number> {
   return p;
 }
 
+/** A failure as a KybernateError (failure.ts's classification, by code), named after the operation. */
 function asKybernate(err: unknown, what: string): KybernateError {
   if (KybernateError.is(err)) return err;
-  if (err instanceof StatusError) return new KybernateError(fromStatus(err.status), `${what}: ${err.message}`, { cause: err });
-  return new KybernateError('KYB_ERR_INTERNAL', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  const e = asKybernateError(err);
+  return new KybernateError(e.code, `${what}: ${e.message}`, { cause: err });
 }
 
 /** The task's log URIs, kept beside the snapshot so that a restored task writes where the original did. */

@@ -5,15 +5,12 @@
 // "probe, remove a stale socket, bind" runs under a lock directory, so two agents starting at once cannot
 // both think the socket stale. TCP never runs without client certificates signed by the configured CA.
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { MAX_REQUEST_BYTES, agentDefinition } from '../agent-api/definition';
 import { KybernateError } from '../errors';
+import { canConnect, withSocketLock } from '../socket-lock';
 
-const LOCK_WAIT_MS = 5_000;
-const LOCK_STALE_MS = 10_000;
-const PROBE_TIMEOUT_MS = 500;
 const SHUTDOWN_GRACE_MS = 5_000;
 
 export interface ListenConfig {
@@ -30,38 +27,6 @@ export interface AgentServer {
   close(): Promise<void>;
 }
 
-/** True when something accepts connections on the socket. */
-function canConnect(sock: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(sock);
-    const finish = (ok: boolean): void => { clearTimeout(t); c.destroy(); resolve(ok); };
-    const t = setTimeout(() => finish(false), PROBE_TIMEOUT_MS);
-    c.once('connect', () => finish(true));
-    c.once('error', () => finish(false));
-  });
-}
-
-async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      fs.mkdirSync(lockDir, { mode: 0o700 });
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const age = Date.now() - (fs.statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
-      if (age > LOCK_STALE_MS) fs.rmSync(lockDir, { recursive: true, force: true });
-      else if (Date.now() > deadline) throw new KybernateError('KYB_ERR_UNAVAILABLE', `timed out waiting for ${lockDir} (another agent starting?)`);
-      else await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    fs.rmSync(lockDir, { recursive: true, force: true });
-  }
-}
-
 function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
     server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port)));
@@ -75,7 +40,7 @@ export async function listen(cfg: ListenConfig, handlers: grpc.UntypedServiceImp
   const socket = path.resolve(cfg.socket);
   fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
   try {
-    await withLock(`${socket}.lock`, async () => {
+    await withSocketLock(`${socket}.lock`, async () => {
       const st = fs.lstatSync(socket, { throwIfNoEntry: false });
       if (st !== undefined) {
         if (!st.isSocket()) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `${socket} exists and is not a socket: remove it or choose another --socket`);
@@ -91,7 +56,7 @@ export async function listen(cfg: ListenConfig, handlers: grpc.UntypedServiceImp
         process.umask(old);
       }
       fs.chmodSync(socket, 0o600);
-    });
+    }, ' (another agent starting?)');
     let tcp: string | undefined;
     if (cfg.tcp) {
       const { address, ca, cert, key } = cfg.tcp;

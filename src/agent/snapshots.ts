@@ -14,6 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { KybernateError, errNotFound } from '../errors';
+import { alive } from '../host/process';
 import { validateId } from '../ids';
 import { INCOMPLETE_FILE, MANIFEST_FILE } from '../snapshot/manifest';
 import { LocalDirectoryStore, type Snapshot } from '../snapshot/store';
@@ -197,11 +198,6 @@ async function abandoned(dir: string): Promise<boolean> {
   } catch {
     return true;
   }
-  if (shimPid <= 0) return true;
-  try {
-    process.kill(shimPid, 0);
-    return false; // its shim lives: the checkpoint may still be running
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
+  // A live shim may still be writing the checkpoint.
+  return shimPid <= 0 || !alive(shimPid);
 }

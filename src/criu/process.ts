@@ -23,6 +23,9 @@ import { LocalDirectoryStore, type Snapshot, type SnapshotStore, type SnapshotWr
 import { INCOMPLETE_FILE, type ProcessManifest } from '../snapshot/schema';
 import { VERSION } from '../version';
 import { diagnoseCriuRestoreFile, type CriuLogDiagnosis } from './log';
+import { alive } from '../host/process';
+
+export { alive } from '../host/process';
 
 export { MANIFEST_FILE as MANIFEST } from '../snapshot/schema';
 
@@ -124,20 +127,6 @@ export class StepError extends KybernateError {
   }
 }
 
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A zombie has exited; only its parent's wait is missing.
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 /** The tree's pids, root first: every thread's children, recursively (what CRIU dumps). */
 export function treePids(root: number): number[] {

@@ -12,8 +12,8 @@
 //   to unwind.
 // - Work that already runs in the queue never queues again (it would wait for itself): it calls the
 //   process's *InQueue methods.
-import * as fs from 'node:fs';
 import { KybernateError } from '../errors';
+import { alive } from '../host/process';
 
 export class OperationQueue {
   private tail: Promise<void> = Promise.resolve();
@@ -55,17 +55,6 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Whether `pid` is gone or a zombie (killed, its exit not reaped yet). */
-function exited(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.charAt(stat.lastIndexOf(')') + 2);
-    return state === 'Z' || state === 'X';
-  } catch {
-    return true;
-  }
-}
-
 /**
  * Runs `work`; when it fails because the container exited under it (a Kill while it ran), the failure
  * says so as a precondition, never as an internal error: nothing is left to suspend or resume.
@@ -77,7 +66,7 @@ export async function exitedUnder<T>(c: OperationTarget, verb: string, work: () 
     if (KybernateError.is(err) && err.code === 'KYB_ERR_FAILED_PRECONDITION') throw err;
     const status = c.init.status;
     // The init's death may not be reaped yet when the work failed: its /proc entry tells.
-    const gone = status === 'stopped' || status === 'deleted' || (c.init.pid !== undefined && c.init.pid > 0 && exited(c.init.pid));
+    const gone = status === 'stopped' || status === 'deleted' || (c.init.pid !== undefined && c.init.pid > 0 && !alive(c.init.pid));
     if (!gone) throw err;
     c.gpuSuspension = undefined;
     throw new KybernateError('KYB_ERR_FAILED_PRECONDITION',

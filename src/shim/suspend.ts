@@ -88,37 +88,35 @@ export function suspendContainer(c: SuspendTarget, opts: SuspendOptions = {}): P
 }
 
 async function suspendInQueue(c: SuspendTarget, opts: SuspendOptions): Promise<SuspendResult> {
-  {
-    if (c.gpuSuspension) {
-      throw new KybernateError('KYB_ERR_GPU_SUSPENDED',
-        `container ${c.id} is suspended already (since ${c.gpuSuspension.since.toISOString()})`);
-    }
-    if (c.init.status !== 'running') throw errPrecondition(`cannot suspend container ${c.id}: it is ${c.init.status}`);
-    const t0 = performance.now();
-    const steps: ContainerStep[] = [];
-    const found = await timed(steps, 'find', async () => findCudaProcesses(await c.pids(), opts.api));
-    if (found.cuda.length === 0) {
-      const why = found.skipped.map((s) => `${s.pid}: ${s.why}`).join('; ');
-      throw errPrecondition(`container ${c.id} has no CUDA processes${why ? ` (${why})` : ''}`);
-    }
-
-    // Read while the processes hold their device memory: from the lock on, they submit no new work, and
-    // the memory is given back only by the checkpoint that follows.
-    const memory = (opts.memoryOf ?? gpuMemoryOf)(found.cuda).catch(() => 0);
-    const gpu = await suspendGpuProcesses(found.cuda, { lockTimeoutMs: opts.lockTimeoutMs, api: opts.api, whileLocked: memory });
-    steps.push(...gpu.steps);
-    try {
-      await timed(steps, 'freeze', () => c.init.pauseInQueue());
-    } catch (err) {
-      await rollbackFreeze(c, gpu, err);
-    }
-    const since = new Date();
-    const deviceMemoryBytes = await memory;
-    c.gpuSuspension = { pids: [...gpu.pids], since, deviceMemoryBytes };
-    // Lock and checkpoint never run cuInit; the resume's restore does: run it now, not then.
-    if (opts.api === undefined) warmCuda();
-    return { id: c.id, pids: [...gpu.pids], skipped: found.skipped, steps, since, durationMs: performance.now() - t0, deviceMemoryBytes };
+  if (c.gpuSuspension) {
+    throw new KybernateError('KYB_ERR_GPU_SUSPENDED',
+      `container ${c.id} is suspended already (since ${c.gpuSuspension.since.toISOString()})`);
   }
+  if (c.init.status !== 'running') throw errPrecondition(`cannot suspend container ${c.id}: it is ${c.init.status}`);
+  const t0 = performance.now();
+  const steps: ContainerStep[] = [];
+  const found = await timed(steps, 'find', async () => findCudaProcesses(await c.pids(), opts.api));
+  if (found.cuda.length === 0) {
+    const why = found.skipped.map((s) => `${s.pid}: ${s.why}`).join('; ');
+    throw errPrecondition(`container ${c.id} has no CUDA processes${why ? ` (${why})` : ''}`);
+  }
+
+  // Read while the processes hold their device memory: from the lock on, they submit no new work, and
+  // the memory is given back only by the checkpoint that follows.
+  const memory = (opts.memoryOf ?? gpuMemoryOf)(found.cuda).catch(() => 0);
+  const gpu = await suspendGpuProcesses(found.cuda, { lockTimeoutMs: opts.lockTimeoutMs, api: opts.api, whileLocked: memory });
+  steps.push(...gpu.steps);
+  try {
+    await timed(steps, 'freeze', () => c.init.pauseInQueue());
+  } catch (err) {
+    await rollbackFreeze(c, gpu, err);
+  }
+  const since = new Date();
+  const deviceMemoryBytes = await memory;
+  c.gpuSuspension = { pids: [...gpu.pids], since, deviceMemoryBytes };
+  // Lock and checkpoint never run cuInit; the resume's restore does: run it now, not then.
+  if (opts.api === undefined) warmCuda();
+  return { id: c.id, pids: [...gpu.pids], skipped: found.skipped, steps, since, durationMs: performance.now() - t0, deviceMemoryBytes };
 }
 
 /** Undoes the GPU steps of a suspend whose freeze failed, then throws. */
@@ -143,35 +141,33 @@ export function resumeContainer(c: SuspendTarget, opts: { api?: CudaApi | null }
 
 /** resumeContainer for work already running in the container's queue (Task.Resume of a suspended container). */
 export async function resumeInQueue(c: SuspendTarget, opts: { api?: CudaApi | null } = {}): Promise<ResumeResult> {
-  {
-    const suspension = c.gpuSuspension;
-    if (!suspension) throw errPrecondition(`container ${c.id} is not suspended`);
-    const status = c.init.status;
-    if (status !== 'paused' && status !== 'running') {
-      // Its processes are gone, and their GPU state with them.
-      c.gpuSuspension = undefined;
-      throw errPrecondition(`container ${c.id} is ${status}; its suspended processes are gone`);
-    }
-    const t0 = performance.now();
-    const steps: ContainerStep[] = [];
-    // Running already: someone thawed it (Task.Resume); only the GPU steps are left.
-    if (status === 'paused') {
-      try {
-        await timed(steps, 'thaw', () => c.init.resumeInQueue());
-      } catch (err) {
-        throw new KybernateError('KYB_ERR_RESTORE_FAILED',
-          `resume of container ${c.id}: thaw failed: ${message(err)}; it stays suspended`, { cause: err });
-      }
-    }
-    try {
-      steps.push(...(await resumeGpuProcesses(suspension.pids, { api: opts.api })));
-    } catch (err) {
-      if (err instanceof GpuStepError) {
-        c.gpuSuspension = err.unresumed.length > 0 ? { pids: err.unresumed, since: suspension.since } : undefined;
-      }
-      throw err;
-    }
+  const suspension = c.gpuSuspension;
+  if (!suspension) throw errPrecondition(`container ${c.id} is not suspended`);
+  const status = c.init.status;
+  if (status !== 'paused' && status !== 'running') {
+    // Its processes are gone, and their GPU state with them.
     c.gpuSuspension = undefined;
-    return { id: c.id, pids: [...suspension.pids], steps, durationMs: performance.now() - t0 };
+    throw errPrecondition(`container ${c.id} is ${status}; its suspended processes are gone`);
   }
+  const t0 = performance.now();
+  const steps: ContainerStep[] = [];
+  // Running already: someone thawed it (Task.Resume); only the GPU steps are left.
+  if (status === 'paused') {
+    try {
+      await timed(steps, 'thaw', () => c.init.resumeInQueue());
+    } catch (err) {
+      throw new KybernateError('KYB_ERR_RESTORE_FAILED',
+        `resume of container ${c.id}: thaw failed: ${message(err)}; it stays suspended`, { cause: err });
+    }
+  }
+  try {
+    steps.push(...(await resumeGpuProcesses(suspension.pids, { api: opts.api })));
+  } catch (err) {
+    if (err instanceof GpuStepError) {
+      c.gpuSuspension = err.unresumed.length > 0 ? { pids: err.unresumed, since: suspension.since } : undefined;
+    }
+    throw err;
+  }
+  c.gpuSuspension = undefined;
+  return { id: c.id, pids: [...suspension.pids], steps, durationMs: performance.now() - t0 };
 }

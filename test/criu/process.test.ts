@@ -146,6 +146,18 @@ const procState = (pid: number): string => {
 /** The pid has no process, not even a zombie: CRIU may restore into it. */
 const pidFree = (pid: number) => !fs.existsSync(`/proc/${pid}`);
 
+/** The local store, except that writing the manifest fails as on a full disk (the images are written). */
+function manifestENOSPC(): SnapshotStore {
+  const local = new LocalDirectoryStore();
+  return {
+    begin: async (ref, owner) => {
+      const w = await local.begin(ref, owner);
+      return { dir: w.dir, abort: () => w.abort(), commit: async () => { throw new Error('ENOSPC: no space left on device, write'); } };
+    },
+    open: (ref, expect) => local.open(ref, expect),
+  };
+}
+
 describe('restoreProcess refuses what is not a complete, matching process snapshot, before CRIU runs', () => {
   it('uses the container path\'s manifest file', () => {
     expect(MANIFEST).toBe('kybernate-manifest.json');
@@ -586,14 +598,7 @@ describe.skipIf(broken !== undefined)(`checkpointProcess and restoreProcess with
     const d = dir('leavefail');
     const images = path.join(d, 'img');
     const c = await counter(d);
-    const local = new LocalDirectoryStore();
-    const store: SnapshotStore = {
-      begin: async (ref, owner) => {
-        const w = await local.begin(ref, owner);
-        return { dir: w.dir, abort: () => w.abort(), commit: async () => { throw new Error('ENOSPC: no space left on device, write'); } };
-      },
-      open: (ref, expect) => local.open(ref, expect),
-    };
+    const store = manifestENOSPC();
     const err = await failure(checkpointProcess({ pid: c.pid, imagesDir: images, leaveRunning: true, cuda: null, store }));
     expect(dump).toHaveBeenCalledTimes(1);
     expect(err.step).toBe('manifest');
@@ -608,14 +613,7 @@ describe.skipIf(broken !== undefined)(`checkpointProcess and restoreProcess with
     const d = dir('keep');
     const images = path.join(d, 'img');
     const c = await counter(d);
-    const local = new LocalDirectoryStore();
-    const store: SnapshotStore = {
-      begin: async (ref, owner) => {
-        const w = await local.begin(ref, owner);
-        return { dir: w.dir, abort: () => w.abort(), commit: async () => { throw new Error('ENOSPC: no space left on device, write'); } };
-      },
-      open: (ref, expect) => local.open(ref, expect),
-    };
+    const store = manifestENOSPC();
     const err = await failure(checkpointProcess({ pid: c.pid, imagesDir: images, cuda: null, store }));
     expect(err.step).toBe('manifest');
     await until(() => pidFree(c.pid) && pidFree(c.child));

@@ -9,41 +9,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { containerd } from '../../src/gen/proto';
-import { TtrpcClient } from '../../src/ttrpc';
 import { ContainerdClient } from './support/grpc';
 import { describeMatrix } from './support/matrix';
-import { checkpointDaemonOptions, COUNTER, counterOf, counterPast, criuMissing, failureOf, snapshotMounts, deleteTaskOf } from './support/checkpoint';
-import { runDetached, shimSocket, shimTaskService, task, waitFor, waitStatus } from './support/ctr';
+import { checkpointDaemonOptions, checkpointToDir, COUNTER, counterOf, counterPast, criuMissing, failureOf, snapshotMounts, deleteTaskOf } from './support/checkpoint';
+import { runDetached, task, waitFor, waitStatus } from './support/ctr';
 import type { Containerd } from './support/harness';
 
 const tasksApi = containerd.services.tasks.v1;
-const Empty = { decode: (): Record<string, never> => ({}) };
 const tmp = mkdtempSync(join(tmpdir(), 'kyb-restore-path-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** Checkpoint of `id` into `dir` (exit), never through the content store. */
+/** Checkpoint --exit of `id` into `dir`, never through the content store. */
 async function checkpointInto(cd: Containerd, id: string, dir: string): Promise<void> {
-  const opts = { exit: true, imagePath: dir };
-  const options = { type_url: 'containerd.runc.v1.CheckpointOptions', value: containerd.runc.v1.CheckpointOptions.encode(opts).finish() };
-  if (!cd.version.startsWith('1.')) {
-    const c = new ContainerdClient(cd.address, cd.namespace);
-    try {
-      const res = await c.unary('/containerd.services.tasks.v1.Tasks/Checkpoint', tasksApi.CheckpointTaskRequest,
-        tasksApi.CheckpointTaskResponse, { containerId: id, options });
-      // With image_path containerd imports nothing.
-      expect(res.descriptors).toEqual([]);
-    } finally {
-      c.close();
-    }
-    return;
-  }
-  const client = await TtrpcClient.connect(shimSocket(cd, id));
-  try {
-    await client.request(shimTaskService(cd, id), 'Checkpoint', containerd.task.v2.CheckpointTaskRequest, Empty,
-      { id, path: dir, options }, { metadata: { 'containerd-namespace-ttrpc': cd.namespace }, timeoutMs: 90_000 });
-  } finally {
-    client.destroy();
-  }
+  const descriptors = await checkpointToDir(cd, id, dir, true);
+  // With image_path containerd imports nothing.
+  expect(descriptors).toEqual([]);
 }
 
 /** Tasks.Create of `id` from `dir` through runc options' criu_image_path, then Start; the new pid. */

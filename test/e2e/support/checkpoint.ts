@@ -13,10 +13,12 @@ import { containerd } from '../../../src/gen/proto';
 import * as testApi from '../../../src/gen/cri';
 import { ContainerdClient } from './grpc';
 import { binDir, type Containerd, type StartOptions } from './harness';
-import { readInContainer, task, waitFor } from './ctr';
+import { readInContainer, shimSocket, shimTaskService, task, waitFor } from './ctr';
+import { TtrpcClient } from '../../../src/ttrpc';
 
 const tasksApi = containerd.services.tasks.v1;
 const contentApi = testApi.containerd.services.content.v1;
+const Empty = { decode: (): Record<string, never> => ({}) };
 
 /**
  * Environment for this suite's daemons, inherited by the shims, runc and criu. CRIU dumps hang on this
@@ -164,6 +166,28 @@ export async function checkpointTask(cd: Containerd, id: string, opts: Checkpoin
   const res = await withClient(cd, lease, (c) => c.unary('/containerd.services.tasks.v1.Tasks/Checkpoint',
     tasksApi.CheckpointTaskRequest, tasksApi.CheckpointTaskResponse, { containerId: id, options }));
   return res.descriptors;
+}
+
+/**
+ * Checkpoint of `id` straight into `dir`, never through the content store. containerd 2.x hands any shim
+ * the request's image_path (and imports nothing: the descriptors come back empty); 1.x reads image_path
+ * only for runtimes named io.containerd.runc.* and would give the shim a directory of its own, so there
+ * the call goes to the shim's Task service directly, as containerd (or the node agent) would send it.
+ */
+export async function checkpointToDir(cd: Containerd, id: string, dir: string, exit: boolean): Promise<containerd.types.IDescriptor[]> {
+  if (!cd.version.startsWith('1.')) return checkpointTask(cd, id, { exit, imagePath: dir });
+  const options = {
+    type_url: 'containerd.runc.v1.CheckpointOptions',
+    value: containerd.runc.v1.CheckpointOptions.encode({ exit, imagePath: dir }).finish(),
+  };
+  const shim = await TtrpcClient.connect(shimSocket(cd, id));
+  try {
+    await shim.request(shimTaskService(cd, id), 'Checkpoint', containerd.task.v2.CheckpointTaskRequest, Empty,
+      { id, path: dir, options }, { metadata: { 'containerd-namespace-ttrpc': cd.namespace }, timeoutMs: 90_000 });
+  } finally {
+    shim.destroy();
+  }
+  return [];
 }
 
 export const CRIU_TAR_MEDIA_TYPE = 'application/vnd.containerd.container.criu.checkpoint.criu.tar';

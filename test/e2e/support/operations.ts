@@ -9,11 +9,10 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
 import { containerd } from '../../../src/gen/proto';
-import { TtrpcClient } from '../../../src/ttrpc';
-import { CRIU_DAEMON_ENV, callFailure, type CheckpointOpts } from './checkpoint';
+import { CRIU_DAEMON_ENV, callFailure, checkpointToDir } from './checkpoint';
 import { ContainerdClient } from './grpc';
 import { REPO_ROOT, TEST_IMAGE, binDir, type Containerd, type ContainerdVersion, type StartOptions } from './harness';
-import { shimSocket, shimTaskService, waitFor, waitStatus } from './ctr';
+import { waitFor, waitStatus } from './ctr';
 
 const exec = promisify(execFile);
 const tasksApi = containerd.services.tasks.v1;
@@ -255,27 +254,9 @@ export const update = (cd: Containerd, id: string, shares: number): Promise<OpRe
     resources: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/LinuxResources', value: Buffer.from(JSON.stringify({ cpu: { shares } })) },
   }));
 
-/**
- * Checkpoint --leave-running of `id` into `dir`. containerd 2.x hands the shim the request's image_path;
- * 1.x reads image_path only for runtimes named io.containerd.runc.* and would give the shim a directory of
- * its own, so there the call goes to the shim's Task service directly, as containerd would send it.
- */
+/** Checkpoint --leave-running of `id` into `dir` (checkpointToDir), settled. */
 export function checkpoint(cd: Containerd, id: string, dir: string): Promise<OpResult> {
-  const opts: CheckpointOpts = { exit: false, imagePath: dir };
-  const options = { type_url: 'containerd.runc.v1.CheckpointOptions', value: containerd.runc.v1.CheckpointOptions.encode(opts).finish() };
-  if (!cd.version.startsWith('1.')) {
-    return withClient(cd, (c) => c.unary('/containerd.services.tasks.v1.Tasks/Checkpoint', tasksApi.CheckpointTaskRequest,
-      tasksApi.CheckpointTaskResponse, { containerId: id, options }));
-  }
-  return settle((async () => {
-    const client = await TtrpcClient.connect(shimSocket(cd, id));
-    try {
-      await client.request(shimTaskService(cd, id), 'Checkpoint', containerd.task.v2.CheckpointTaskRequest, Empty,
-        { id, path: dir, options }, { metadata: { 'containerd-namespace-ttrpc': cd.namespace }, timeoutMs: 90_000 });
-    } finally {
-      client.destroy();
-    }
-  })());
+  return settle(checkpointToDir(cd, id, dir, false));
 }
 
 // --- snapshot directories ---
