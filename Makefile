@@ -3,6 +3,7 @@
 #   make setup     system packages, containerd 1.7/2.1 side by side, npm packages, build, test image
 #   make build     protobuf code (scripts/gen-proto.cjs), the C++ addon (incremental) and the bundled
 #                  shim/CLI/agent in dist/ + bin/ (scripts/bundle.cjs)
+#   make demo      `kybernate demo`: a workload goes to zero when idle and wakes on the next request
 #   make test      the whole vitest suite (unit + end-to-end against private containerd daemons)
 #   make bench     test/bench/run.cjs
 #   make install   dist/ and the addon to $(PREFIX)/lib/kybernate, launchers to $(PREFIX)/bin
@@ -32,7 +33,7 @@ export npm_config_nodedir ?= $(NODE_PREFIX)
 endif
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: setup system-deps containerd-deps node-deps build gen native bundle image test bench \
+.PHONY: setup system-deps containerd-deps node-deps build gen native bundle image test bench demo \
 	install gpu-test clean distclean
 
 setup: system-deps containerd-deps node-deps build image
@@ -81,6 +82,10 @@ $(IMAGE): test/images/build-busybox-image.cjs /bin/busybox
 test: build image
 	@npx vitest run
 
+# The main job on one host: scale to zero and wake (README, first section). Needs root and `make setup`.
+demo: build image
+	@bin/kybernate demo
+
 bench: build image
 	@$(NODE) test/bench/run.cjs
 	@$(NODE) test/bench/checkpoint.cjs
@@ -89,7 +94,7 @@ bench: build image
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/kybernate $(DESTDIR)$(PREFIX)/bin
 	install -m 0644 dist/*.cjs $(wildcard dist/*.cjs.map) dist/kybernate.node $(DESTDIR)$(PREFIX)/lib/kybernate/
-	@for name in containerd-shim-kybernate-v2 kybernate kybernate-agent; do \
+	@for name in containerd-shim-kybernate-v2 kybernate kybernate-agent kybernate-activator; do \
 	  test -f dist/$$name.cjs || { echo "install: dist/$$name.cjs was not built" >&2; exit 1; }; \
 	  printf '#!%s\n'"'use strict';"'\nrequire(%s);\n' "$(NODE)" "'$(PREFIX)/lib/kybernate/$$name.cjs'" \
 	    > $(DESTDIR)$(PREFIX)/bin/$$name; \

@@ -14,6 +14,7 @@ const entries = {
   'containerd-shim-kybernate-v2': 'src/shim/main.ts',
   kybernate: 'src/cli/main.ts',
   'kybernate-agent': 'src/agent/main.ts',
+  'kybernate-activator': 'src/activator/main.ts',
 };
 
 fs.mkdirSync(dist, { recursive: true });

@@ -44,6 +44,11 @@ export class AgentUnreachableError extends KybernateError {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+/**
+ * Reconnect quickly after the agent restarts: grpc-js backs off up to 120 s by default, so a daemon holding a
+ * client (the activator) would see a restarted agent as down for minutes.
+ */
+const CHANNEL_OPTIONS: grpc.ChannelOptions = { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 };
 /** setTimeout fires at once above this; longer deadlines are simply left unset. */
 const MAX_DEADLINE_MS = 2 ** 31 - 1;
 
@@ -60,7 +65,7 @@ export class AgentClient {
     const { address } = opts;
     if (address.startsWith('/') || address.startsWith('unix:')) {
       this.socket = address.replace(/^unix:(\/\/)?/, '');
-      this.client = new grpc.Client(`unix://${this.socket}`, grpc.credentials.createInsecure());
+      this.client = new grpc.Client(`unix://${this.socket}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
       return;
     }
     if (!opts.tls) {
@@ -68,7 +73,7 @@ export class AgentClient {
         `the agent at ${address} is TCP, which is mutual TLS only: give the CA and a client certificate and key`);
     }
     const { ca, cert, key, serverName } = opts.tls;
-    const options: grpc.ChannelOptions = serverName ? { 'grpc.ssl_target_name_override': serverName } : {};
+    const options: grpc.ChannelOptions = serverName ? { ...CHANNEL_OPTIONS, 'grpc.ssl_target_name_override': serverName } : CHANNEL_OPTIONS;
     this.client = new grpc.Client(address, grpc.credentials.createSsl(ca, key ?? null, cert ?? null), options);
   }
 
@@ -90,6 +95,13 @@ export class AgentClient {
     const call = this.client.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, req,
       new grpc.Metadata(), opts.timeoutMs === undefined ? {} : { deadline: deadline(opts.timeoutMs) });
     return new AgentEventStream(call, (err) => this.failure(err), opts.signal);
+  }
+
+  /** Resolves once the channel is connected (it connects now if idle); rejects after timeoutMs. */
+  ready(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve()));
+    });
   }
 
   close(): void {

@@ -2,16 +2,14 @@
 // names, and keys starting with "//" are comments), then the command line. shim-config/kybernate-agent.json
 // lists every key with its default.
 import fs from 'node:fs';
-import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { DEFAULT_AGENT_SOCKET } from '../agent-api/definition';
+import { isLoopback, parseHostPort, type HostPort } from '../hostport';
 
 export const DEFAULT_CONFIG_FILE = '/etc/kybernate/kybernate-agent.json';
 
 /** A wrong command line or config file: printed with the usage, exit code 2. */
 export class ConfigError extends Error {}
-
-export interface HostPort { host: string; port: number }
 
 export interface AgentConfig {
   containerdAddress: string;
@@ -133,19 +131,7 @@ function readFile(file: string): Record<string, unknown> {
 
 /** HOST:PORT or [IPv6]:PORT. */
 function hostPort(flag: string, s: string): HostPort {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);
-  const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new ConfigError(`--${flag} must be HOST:PORT, not ${s}`);
-  return { host: m[1] ?? m[2]!, port };
-}
-
-function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (net.isIPv4(host)) return host.startsWith('127.');
-  return net.isIPv6(host) && (host === '::1' || host === '0:0:0:0:0:0:0:1');
-}
-
-/** HOST:PORT as grpc-js and URLs want it (IPv6 in brackets). */
-export function formatHostPort(h: HostPort): string {
-  return net.isIPv6(h.host) ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`;
+  const hp = parseHostPort(s);
+  if (!hp) throw new ConfigError(`--${flag} must be HOST:PORT, not ${s}`);
+  return hp;
 }

@@ -5,11 +5,12 @@ import type http from 'node:http';
 import type { Logger } from 'pino';
 import { ContainerdClient } from '../containerd/client';
 import type { AgentConfig } from './config';
-import { formatHostPort } from './config';
+import { formatHostPort } from '../hostport';
+import { serveMetrics } from '../metrics-http';
 import type { AgentContext } from './context';
 import { AgentEvents } from './events';
 import { GpuMemory } from './gpus';
-import { AgentMetrics, serveMetrics } from './metrics';
+import { AgentMetrics } from './metrics';
 import { Operations } from './operations';
 import { listen } from './server';
 import { deleteUnstartedRestores } from './recover';
@@ -59,7 +60,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
   let metricsAddress: string | undefined;
   if (cfg.metrics) {
     try {
-      ({ server: metricsServer, address: metricsAddress } = await serveMetrics(metrics, cfg.metrics.host, cfg.metrics.port));
+      ({ server: metricsServer, address: metricsAddress } = await serveMetrics(metrics.registry, cfg.metrics.host, cfg.metrics.port));
     } catch (err) {
       await server.close();
       containerd.close();

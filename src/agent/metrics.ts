@@ -1,7 +1,5 @@
-// The agent's Prometheus metrics (prom-client) and the loopback HTTP server that serves them at /metrics.
+// The agent's Prometheus metrics (prom-client); src/metrics-http.ts serves them at /metrics.
 // Own registry, not prom-client's global one: two agents in one process (tests) do not share counters.
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 const PREFIX = 'kybernate_agent_';
@@ -59,26 +57,4 @@ export class AgentMetrics {
   bytesRead(bytes: number): void {
     if (bytes > 0) this.read.inc(bytes);
   }
-}
-
-/** Serves GET /metrics on host:port; resolves with the bound address (port 0 picks one). */
-export function serveMetrics(metrics: AgentMetrics, host: string, port: number): Promise<{ server: http.Server; address: string }> {
-  const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the metrics are at /metrics\n');
-      return;
-    }
-    metrics.registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-      (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
-    );
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      const a = server.address() as AddressInfo;
-      resolve({ server, address: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}` });
-    });
-  });
 }

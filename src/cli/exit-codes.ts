@@ -5,6 +5,6 @@ export const EXIT = {
   FAILED: 1,
   /** The command line was wrong; the usage follows the message. */
   USAGE: 2,
-  /** The command needs the node agent, and none answers at its socket. */
+  /** The command needs the node agent (or the activator), and none answers at its socket. */
   AGENT_NOT_RUNNING: 3,
 } as const;

@@ -36,6 +36,10 @@ export async function run(argv: string[]): Promise<number> {
         return await (await import('./commands/checkpoint')).restoreCommand(rest);
       case 'snapshots':
         return await (await import('./commands/snapshots')).snapshotsCommand(rest);
+      case 'activator':
+        return await (await import('./commands/activator')).activatorCommand(rest);
+      case 'demo':
+        return await (await import('./commands/demo')).demoCommand(rest);
       case 'version':
       case '--version':
       case '-v':

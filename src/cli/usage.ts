@@ -171,6 +171,29 @@ export const COMMANDS: Record<string, CommandHelp> = {
       EXIT_CODES,
     ],
   },
+  'activator status': {
+    synopsis: ['activator status [--admin SOCKET] [--json]'],
+    description: 'the activator\'s routes: workload, upstream, sleep kind, state (awake, asleep, waking, failed, ...), requests in flight and held, the last wake and its time',
+    options: [
+      ['--admin SOCKET', 'the activator\'s admin socket (default $KYBERNATE_ACTIVATOR, else /run/kybernate/activator.sock)'],
+      ['--json', 'print the status (with each wake\'s steps) as JSON'],
+    ],
+    notes: ['Exit codes: 0 ok, 1 failed, 2 usage error, 3 the activator is not running.'],
+  },
+  demo: {
+    synopsis: ['demo [--once] [--idle SECONDS] [--sleep checkpoint|suspend] [--keep]'],
+    description: 'scale to zero on this host: an HTTP workload with the Kybernate runtime behind the activator goes to sleep when idle and wakes on the next request',
+    options: [
+      ['--once', 'one sleep and one wake, then exit 0 (the default without a terminal on stdin); the last line is the wake time in ms'],
+      ['--idle SECONDS', 'idle time before the workload is put to sleep (default 3)'],
+      ['--sleep KIND', 'checkpoint (default: the process exits, its memory is freed) or suspend (needs CUDA processes)'],
+      ['--keep', 'leave the workload, agent and activator running at the end (prints how to reach and stop them)'],
+    ],
+    notes: [
+      'Uses the local containerd when it answers and finds the Kybernate shim; otherwise starts a private one (from what',
+      '`make setup` installed) for its own duration. Starts its own agent and activator. Needs root. Ctrl-C cleans up.',
+    ],
+  },
   version: {
     synopsis: ['version'],
     description: 'print the version',
@@ -178,7 +201,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
 };
 
 /** The commands made of subcommands, and theirs. */
-const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm'] };
+const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm'], activator: ['status'] };
 
 /** The help key of a command line: "process checkpoint" for `process checkpoint ...`, else the command. */
 export function helpKey(cmd: string, rest: readonly string[]): string | undefined {

@@ -3,7 +3,9 @@
 #
 # - bookworm: build tools, containerd 1.6 (system /usr/bin), runc, iptables (CRIU's network
 #   locking runs iptables-restore), busybox-static (the test image), util-linux, pkg-config, valgrind
-#   (the addon leak check in the suite).
+#   (the addon leak check in the suite), iproute2 and containernetworking-plugins (the network namespace
+#   and CNI bridge a workload behind the activator gets, as a pod would), nginx-light (the activator's
+#   proxy baseline in `make bench`; its package does not start it where no init system runs).
 # - trixie: CRIU 4.1 + libcriu-dev (bookworm's CRIU 3.17 fails `criu check` on this kernel), which brings
 #   trixie's libc; then sid: CRIU 4.2 on top (4.1 cannot dump TCP sockets on kernels >= 6.16: it fails on
 #   getsockopt(SO_PASSCRED) of inet sockets, which those kernels refuse; 4.2.1 dumps and restores them).
@@ -15,7 +17,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 SOURCES=/etc/apt/sources.list.d/kybernate-trixie-sid.sources
 PIN=/etc/apt/preferences.d/kybernate-trixie-sid
-BOOKWORM_PKGS=(build-essential python3 containerd runc iptables busybox-static util-linux pkg-config valgrind)
+BOOKWORM_PKGS=(build-essential python3 containerd runc iptables busybox-static util-linux pkg-config valgrind
+  iproute2 containernetworking-plugins nginx-light)
 TRIXIE_PKGS=(criu libcriu-dev)
 CRIU_MIN=4.2
 
@@ -88,6 +91,12 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # nginx is only the bench's baseline, started by the bench on a port of its own: where an init
+  # system started the package's service on port 80, it is stopped and not started at boot.
+  if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null &&
+     systemctl is-active --quiet nginx 2>/dev/null; then
+    systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 if [ $criu_ok -eq 0 ]; then
   # Upgrades libc6 to trixie's (2.41) and the libraries CRIU needs: expected. sid's CRIU then needs
@@ -101,6 +110,7 @@ command -v containerd >/dev/null || die "containerd missing after install"
 command -v runc >/dev/null || die "runc missing after install"
 command -v iptables-restore >/dev/null || die "iptables-restore missing after install"
 [ -x /bin/busybox ] || die "/bin/busybox missing after install"
+[ -x /usr/lib/cni/bridge ] || die "the CNI bridge plugin (/usr/lib/cni/bridge) missing after install"
 # No `| grep -q` / `| head`: an early exit of the reader SIGPIPEs the writer, failing under pipefail.
 criu_version=$(criu --version | awk '/^Version:/ { print $2 }')
 dpkg --compare-versions "$criu_version" ge "$CRIU_MIN" || die "CRIU >= $CRIU_MIN expected, got '${criu_version}'"

@@ -1,0 +1,41 @@
+// `kybernate demo`: scale to zero on this host (src/cli/demo/run.ts). Without a terminal on stdin, or with
+// --once, it goes through one sleep and one wake and prints the wake's time in ms, alone, on its last line.
+import { parseArgs } from 'node:util';
+import { runDemo } from '../demo/run';
+import { EXIT } from '../exit-codes';
+import { UsageError } from '../usage-error';
+
+export async function demoCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { once: { type: 'boolean' }, idle: { type: 'string' }, sleep: { type: 'string' }, keep: { type: 'boolean' } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length > 0) throw new UsageError(`demo: takes no arguments, got ${positionals.join(' ')}`);
+  const idleS = values.idle === undefined ? 3 : Number(values.idle);
+  if (!Number.isFinite(idleS) || idleS <= 0 || idleS > 3600) throw new UsageError(`demo: --idle must be seconds between 0 and 3600, not ${values.idle}`);
+  const sleep = values.sleep ?? 'checkpoint';
+  if (sleep !== 'checkpoint' && sleep !== 'suspend') throw new UsageError(`demo: --sleep is checkpoint or suspend, not ${sleep}`);
+  const once = values.once === true || process.stdin.isTTY !== true;
+  const ac = new AbortController();
+  const onSignal = (): void => {
+    process.stderr.write('\ninterrupted: cleaning up …\n');
+    ac.abort();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const wakeMs = await runDemo({ once, idleS, sleep, keep: values.keep === true, out: (l) => process.stdout.write(`${l}\n`) }, ac.signal);
+    if (ac.signal.aborted) return 130;
+    process.stdout.write(`\nwake time, ms (the request that woke the workload, as its client saw it):\n${wakeMs}\n`);
+    return EXIT.OK;
+  } catch (err) {
+    if (ac.signal.aborted) return 130;
+    process.stderr.write(`kybernate demo: ${err instanceof Error ? err.message : String(err)}\n`);
+    return EXIT.FAILED;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
