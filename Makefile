@@ -90,6 +90,8 @@ bench: build image
 	@$(NODE) test/bench/run.cjs
 	@$(NODE) test/bench/checkpoint.cjs
 	@$(NODE) test/bench/agent.cjs
+	@$(NODE) test/bench/activator.cjs
+	@$(NODE) test/bench/wake.cjs
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/kybernate $(DESTDIR)$(PREFIX)/bin

@@ -69,7 +69,10 @@ export class Gate {
   private lastRecheck = 0;
   private closed = false;
 
-  constructor(public route: RouteConfig, private readonly deps: GateDeps) {}
+  constructor(public route: RouteConfig, private readonly deps: GateDeps) {
+    // A workload that never sleeps is never woken either: its requests go straight through, agent or not.
+    if (route.sleep.kind === 'never') this.state = 'awake';
+  }
 
   /** The warm path: admits the request at once when the workload is awake (a drain in progress is cancelled). */
   tryEnter(): boolean {
@@ -139,6 +142,7 @@ export class Gate {
   /** New settings for the same workload (a reload): the next timers use them; a failed workload is retried. */
   update(route: RouteConfig): void {
     this.route = route;
+    if (route.sleep.kind === 'never' && this.state === 'unknown') this.becomeAwake();
     if (this.state === 'failed') {
       this.failures = 0;
       this.set('unknown');

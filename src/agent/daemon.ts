@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import type { Logger } from 'pino';
 import { ContainerdClient } from '../containerd/client';
+import { ShimClient } from '../shim-client/client';
 import type { AgentConfig } from './config';
 import { formatHostPort } from '../hostport';
 import { serveMetrics } from '../metrics-http';
@@ -87,8 +88,12 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
       shutdown.abort();
       events.close();
       await server.close();
-      await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
-      metricsServer?.closeAllConnections();
+      await new Promise<void>((r) => {
+        if (!metricsServer) return r();
+        metricsServer.close(() => r());
+        metricsServer.closeAllConnections(); // a scraper's keep-alive connection would hold close() up
+      });
+      await ShimClient.closeShared();
       containerd.close();
     })()),
   };

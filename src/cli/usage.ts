@@ -181,13 +181,15 @@ export const COMMANDS: Record<string, CommandHelp> = {
     notes: ['Exit codes: 0 ok, 1 failed, 2 usage error, 3 the activator is not running.'],
   },
   demo: {
-    synopsis: ['demo [--once] [--idle SECONDS] [--sleep checkpoint|suspend] [--keep]'],
+    synopsis: ['demo [--once] [--idle SECONDS] [--sleep checkpoint|suspend] [--keep] [--rounds N] [--json]'],
     description: 'scale to zero on this host: an HTTP workload with the Kybernate runtime behind the activator goes to sleep when idle and wakes on the next request',
     options: [
       ['--once', 'one sleep and one wake, then exit 0 (the default without a terminal on stdin); the last line is the wake time in ms'],
       ['--idle SECONDS', 'idle time before the workload is put to sleep (default 3)'],
       ['--sleep KIND', 'checkpoint (default: the process exits, its memory is freed) or suspend (needs CUDA processes)'],
       ['--keep', 'leave the workload, agent and activator running at the end (prints how to reach and stop them)'],
+      ['--rounds N', 'sleep and wake N times (implies --once; `make bench` uses it)'],
+      ['--json', 'the rounds (each wake\'s time and steps) as JSON on stdout, the story on stderr (implies --once)'],
     ],
     notes: [
       'Uses the local containerd when it answers and finds the Kybernate shim; otherwise starts a private one (from what',

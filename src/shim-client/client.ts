@@ -87,6 +87,13 @@ export class ShimClient {
     }
   }
 
+  /** Closes every kept connection (a daemon shutting down: nothing of ours keeps its process alive). */
+  static async closeShared(): Promise<void> {
+    const conns = [...sharedConnections.values()];
+    sharedConnections.clear();
+    await Promise.all(conns.map((c) => c.then((client) => client.close(), () => undefined)));
+  }
+
   static async connect(stateDir: string, namespace: string, id: string): Promise<ShimClient> {
     const { socket } = locateShim(stateDir, namespace, id);
     try {

@@ -28,6 +28,9 @@ suite(`activator streams and suspend${lacks ? ` (skipped: ${lacks})` : ''}`, () 
   let upstream: string;
   let activator: Activator;
   const sse = new Set<http.ServerResponse>();
+  // Ids of this run: runc's state of another run's containers (one killed mid-way) may still be there.
+  const LOOP_ID = `loop-${process.pid}`;
+  const GPU_ID = `gpu-${process.pid}`;
 
   beforeAll(async () => {
     cd = await startContainerd('2.1', daemonOptions('2.1'));
@@ -54,7 +57,7 @@ suite(`activator streams and suspend${lacks ? ` (skipped: ${lacks})` : ''}`, () 
     wss?.close();
     server?.closeAllConnections();
     server?.close();
-    for (const id of ['loop', 'gpu']) if (cd) await removeContainer(cd, id);
+    for (const id of [LOOP_ID, GPU_ID]) if (cd) await removeContainer(cd, id);
     await cd?.stop();
   });
 
@@ -64,13 +67,13 @@ suite(`activator streams and suspend${lacks ? ` (skipped: ${lacks})` : ''}`, () 
   });
 
   it('an SSE stream and a WebSocket pass through while the workload runs and keep it awake', async () => {
-    await runDetached(cd, SHIM_RUNTIME, 'loop', LOOP);
-    activator = await startActivator({ agent: agent.socket, routes: [route('loop', 'checkpoint')] });
+    await runDetached(cd, SHIM_RUNTIME, LOOP_ID, LOOP);
+    activator = await startActivator({ agent: agent.socket, routes: [route(LOOP_ID, 'checkpoint')] });
 
     // SSE: each event reaches the client as it is sent, and the open stream holds the sleep off.
     const events: string[] = [];
     let res!: http.IncomingMessage;
-    const streamReq = http.get({ host: '127.0.0.1', port: Number(activator.listen.split(':')[1]), path: '/events', headers: { host: 'loop.test' }, agent: false }, (r) => {
+    const streamReq = http.get({ host: '127.0.0.1', port: Number(activator.listen.split(':')[1]), path: '/events', headers: { host: `${LOOP_ID}.test` }, agent: false }, (r) => {
       res = r;
       r.setEncoding('utf8');
       r.on('data', (c: string) => events.push(c));
@@ -82,39 +85,45 @@ suite(`activator streams and suspend${lacks ? ` (skipped: ${lacks})` : ''}`, () 
       await new Promise((r) => setTimeout(r, 700)); // 2.1 s in all: well past the idle time
     }
     expect(res.headers['content-type']).toBe('text/event-stream');
-    expect((await activator.route('loop')).state).toBe('awake');
-    expect((await task(cd, 'loop'))?.status).toBe('RUNNING');
+    expect((await activator.route(LOOP_ID)).state).toBe('awake');
+    expect((await task(cd, LOOP_ID))?.status).toBe('RUNNING');
 
     // A WebSocket as well, after the stream ends: echo through the tunnel, awake while it is open.
     streamReq.destroy();
-    const ws = new WebSocket(`ws://${activator.listen}/ws`, { headers: { host: 'loop.test' } });
+    const ws = new WebSocket(`ws://${activator.listen}/ws`, { headers: { host: `${LOOP_ID}.test` } });
     await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
     const reply = new Promise<string>((r) => ws.once('message', (m) => r(m.toString())));
     ws.send('hi');
     expect(await reply).toBe('echo hi');
     await new Promise((r) => setTimeout(r, 2000));
-    expect((await activator.route('loop')).state).toBe('awake');
-    expect((await task(cd, 'loop'))?.status).toBe('RUNNING');
+    expect((await activator.route(LOOP_ID)).state).toBe('awake');
+    expect((await task(cd, LOOP_ID))?.status).toBe('RUNNING');
     ws.close();
 
     // Nothing open any more: it goes to sleep.
-    await waitRouteState(activator, 'loop', 'asleep');
-    expect(await task(cd, 'loop')).toBeUndefined();
+    await waitRouteState(activator, LOOP_ID, 'asleep');
+    expect(await task(cd, LOOP_ID)).toBeUndefined();
   });
 
   it('suspend: idle → suspended (GPU state in host memory) ; a request resumes it', async () => {
-    await startCuda(cd, SHIM_RUNTIME, 'gpu');
-    activator.setRoutes([route('loop', 'checkpoint'), route('gpu', 'suspend')]);
-    const asleep = await waitRouteState(activator, 'gpu', 'asleep');
+    await startCuda(cd, SHIM_RUNTIME, GPU_ID);
+    activator.setRoutes([route(LOOP_ID, 'checkpoint'), route(GPU_ID, 'suspend')]);
+    const asleep = await waitRouteState(activator, GPU_ID, 'asleep');
     expect(asleep.lastSleep).toMatchObject({ kind: 'suspend', ok: true });
     const client = agent.client();
-    expect((await client.get({ namespace: cd.namespace, id: 'gpu' })).state).toBe(S.SUSPENDED);
+    expect((await client.get({ namespace: cd.namespace, id: GPU_ID })).state).toBe(S.SUSPENDED);
 
-    const woke = await get(activator.listen, '/x', { host: 'gpu.test' });
+    const woke = await get(activator.listen, '/x', { host: `${GPU_ID}.test` });
     expect(woke).toMatchObject({ status: 200, body: 'host /x\n' });
     expect(Number(woke.headers['x-kybernate-wake-ms'])).toBeGreaterThan(0);
-    expect((await activator.route('gpu')).lastWake).toMatchObject({ from: 'suspend', ok: true });
-    expect((await client.get({ namespace: cd.namespace, id: 'gpu' })).state).toBe(S.RUNNING);
+    expect((await activator.route(GPU_ID)).lastWake).toMatchObject({ from: 'suspend', ok: true });
+    expect((await client.get({ namespace: cd.namespace, id: GPU_ID })).state).toBe(S.RUNNING);
     client.close();
+  });
+
+  it('the agent exits on SIGTERM while it keeps a connection to a live shim, and the activator on its own', async () => {
+    // The suspend and resume above left the agent a kept connection to the gpu container's shim.
+    expect(await agent.stop()).toBe(0);
+    expect(await activator.stop()).toBe(0);
   });
 });

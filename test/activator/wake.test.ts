@@ -23,7 +23,7 @@ suite(`activator wakes a checkpointed workload${lacks ? ` (skipped: ${lacks})` :
   let agent: Agent;
   let sandbox: Sandbox;
   let upstream: string;
-  const id = 'web';
+  const id = `web-${process.pid}`; // runc's state of a killed run's container may still be there
   let ns: string;
   const route = (o: Partial<RouteSpec> = {}): RouteSpec => ({
     name: 'web', workload: { namespace: ns, id }, upstream,
@@ -80,7 +80,7 @@ suite(`activator wakes a checkpointed workload${lacks ? ` (skipped: ${lacks})` :
 
     const st = await kybernate(['activator', 'status', '--admin', activator.admin]);
     expect(st.code).toBe(0);
-    expect(st.stdout).toMatch(/web\s+\*\/\s+\S+\/web\s+\S+:8080\s+checkpoint\s+(awake|draining|sleeping|asleep)/);
+    expect(st.stdout).toMatch(/web\s+\*\/\s+\S+\/web-\d+\s+\S+:8080\s+checkpoint\s+(awake|draining|sleeping|asleep)/);
   });
 
   it('200 concurrent requests during a wake: all answered correctly, in order per connection', async () => {
@@ -139,7 +139,7 @@ suite(`activator wakes a checkpointed workload${lacks ? ` (skipped: ${lacks})` :
     for (const o of over) {
       expect(o.status).toBe(503);
       expect(o.headers['retry-after']).toBe('1');
-      expect(o.body).toMatch(/too many requests are waiting for workload \S+\/web to wake \(limit 5\)/);
+      expect(o.body).toMatch(/too many requests are waiting for workload \S+\/web-\d+ to wake \(limit 5\)/);
     }
     await waitFor('the restored task', async () => (await task(cd, id))?.status === 'RUNNING');
     await cd.ctrOk(['tasks', 'exec', '--exec-id', 'ready', id, 'touch', '/tmp/ready']);

@@ -18,6 +18,8 @@ import { startDemoWorkload } from './workload';
 
 export interface DemoOptions {
   once: boolean;
+  /** Sleep and wake this many times (once mode; the bench's rounds). */
+  rounds: number;
   idleS: number;
   sleep: 'checkpoint' | 'suspend';
   keep: boolean;
@@ -30,8 +32,15 @@ const SANDBOX = 'kybernate-demo';
 const RUN_DIR = '/run/kybernate-demo';
 const STATE_DIR = '/var/lib/kybernate-demo';
 
-/** Runs the demo; resolves with the last wake's time as the client saw it (ms). */
-export async function runDemo(o: DemoOptions, signal: AbortSignal): Promise<number> {
+export interface DemoRound {
+  /** The waking request's time as its client saw it. */
+  clientMs: number;
+  sleepMs: number;
+  wake?: WakeRecord;
+}
+
+/** Runs the demo; resolves with each sleep-and-wake round (the last one's clientMs is the wake time shown). */
+export async function runDemo(o: DemoOptions, signal: AbortSignal): Promise<DemoRound[]> {
   if (process.getuid?.() !== 0) throw new KybernateError('KYB_ERR_PERMISSION', 'the demo needs root (containerd, network namespaces, CRIU)');
   const teardown: Array<[string, () => Promise<unknown> | unknown]> = [];
   const say = o.out;
@@ -105,27 +114,32 @@ export async function runDemo(o: DemoOptions, signal: AbortSignal): Promise<numb
     const status = async (): Promise<RouteStatus> => (await fetchActivatorStatus(admin)).routes[0]!;
 
     await request();
-    say(`idle        no requests for ${o.idleS} s …`);
-    const asleep = await waitState(status, 'asleep', signal, (o.idleS + 120) * 1000);
-    const gone = pid > 0 && !fs.existsSync(`/proc/${pid}`);
-    const w = await client.get({ namespace: NAMESPACE, id: WORKLOAD });
-    say(`asleep      ${o.sleep} in ${asleep.lastSleep?.ms ?? '?'} ms: ${o.sleep === 'checkpoint'
-      ? `process ${pid} ${gone ? 'is gone' : 'STILL THERE'}, its ${rss ? bytes(rss) : 'memory'} freed; the agent says ${stateName(w.state)}`
-      : `the agent says ${stateName(w.state)}`}`);
-    if (o.sleep === 'checkpoint' && !gone) throw new KybernateError('KYB_ERR_INTERNAL', `process ${pid} is still running after the checkpoint`);
-
-    let wakeMs = await request();
-    printWake((await status()).lastWake, say);
+    const rounds: DemoRound[] = [];
+    for (let i = 0; i < (o.once ? o.rounds : 1); i++) {
+      say(`idle        no requests for ${o.idleS} s …`);
+      const asleep = await waitState(status, 'asleep', signal, (o.idleS + 120) * 1000);
+      const gone = pid > 0 && !fs.existsSync(`/proc/${pid}`);
+      const w = await client.get({ namespace: NAMESPACE, id: WORKLOAD });
+      say(`asleep      ${o.sleep} in ${asleep.lastSleep?.ms ?? '?'} ms: ${o.sleep === 'checkpoint'
+        ? `process ${pid} ${gone ? 'is gone' : 'STILL THERE'}, its ${rss ? bytes(rss) : 'memory'} freed; the agent says ${stateName(w.state)}`
+        : `the agent says ${stateName(w.state)}`}`);
+      if (o.sleep === 'checkpoint' && !gone) throw new KybernateError('KYB_ERR_INTERNAL', `process ${pid} is still running after the checkpoint`);
+      const clientMs = await request();
+      const wake = (await status()).lastWake;
+      printWake(wake, say);
+      rounds.push({ clientMs, sleepMs: asleep.lastSleep?.ms ?? 0, wake });
+    }
     if (!o.once) {
       say('');
       say('Press Enter to send a request, Ctrl-C to stop (the workload sleeps again when idle).');
-      wakeMs = await interactive(request, status, say, signal);
+      const clientMs = await interactive(request, status, say, signal);
+      if (clientMs > 0) rounds.push({ clientMs, sleepMs: 0 });
     }
     if (o.keep) {
       say(`kept: activator http://${front}/, agent ${agentSocket}; stop them with kill ${activator.pid} ${agent.pid}`);
       teardown.length = 0;
     }
-    return wakeMs;
+    return rounds;
   } finally {
     for (const [what, step] of teardown.reverse()) {
       try {
