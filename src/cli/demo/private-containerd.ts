@@ -118,7 +118,9 @@ export async function startPrivateContainerd(binary: string, version: string, di
   const cd: PrivateContainerd = {
     address: paths.address, state: paths.state, root: paths.root, version, pid, ctr: path.join(path.dirname(binary), 'ctr'),
     snapshotter: 'overlayfs',
-    stop: once(() => stopPrivate(cd, child.pid === undefined ? Promise.resolve() : exited, dirs, paths.owner)),
+    // ref(): stopPrivate awaits the child's 'exit', which an unref'd child does not keep the event loop alive
+    // for: the CLI would end right there (exit 0, the rest of its output never written).
+    stop: once(() => { child.ref(); return stopPrivate(cd, child.pid === undefined ? Promise.resolve() : exited, dirs, paths.owner); }),
   };
   try {
     await waitReady(paths.address, () => child.exitCode !== null || child.signalCode !== null || pid === 0, paths.log);

@@ -143,7 +143,9 @@ export async function runDemo(o: DemoOptions, signal: AbortSignal): Promise<Demo
   } finally {
     for (const [what, step] of teardown.reverse()) {
       try {
+        if (process.env.KYB_DEMO_TRACE) process.stderr.write(`teardown ${what}\n`);
         await step();
+        if (process.env.KYB_DEMO_TRACE) process.stderr.write(`teardown ${what} done\n`);
       } catch (err) {
         say(`cleanup: ${what}: ${(err as Error).message}`);
       }
