@@ -4,6 +4,7 @@
 // stale. A lock older than LOCK_STALE_MS belongs to a process that died holding it and is broken.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as path from 'node:path';
 import { KybernateError } from './errors';
 
 const LOCK_WAIT_MS = 5_000;
@@ -44,4 +45,31 @@ export async function withSocketLock<T>(lockDir: string, fn: () => Promise<T>, h
   } finally {
     fs.rmSync(lockDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Binds a daemon's root-only unix socket (the agent's API, the activator's admin socket): its directory, when
+ * created here, is 0700 and the socket 0600 from the moment bind() creates it (umask), so only root can
+ * connect. Under the lock: a live server's socket is refused (KYB_ERR_ALREADY_EXISTS, naming `who` and the
+ * `flag` that picks another), a stale one (its server died) is replaced, anything else there is refused.
+ */
+export async function bindRootOnlySocket(socket: string, who: string, flag: string, bind: () => Promise<void>): Promise<void> {
+  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
+  await withSocketLock(`${socket}.lock`, async () => {
+    const st = fs.lstatSync(socket, { throwIfNoEntry: false });
+    if (st !== undefined) {
+      if (!st.isSocket()) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `${socket} exists and is not a socket: remove it or choose another ${flag}`);
+      if (await canConnect(socket)) {
+        throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `another ${who} is listening at ${socket}: stop it first, or give this one another ${flag}`);
+      }
+      fs.rmSync(socket, { force: true }); // stale: its server died without removing it
+    }
+    const old = process.umask(0o177);
+    try {
+      await bind();
+    } finally {
+      process.umask(old);
+    }
+    fs.chmodSync(socket, 0o600);
+  }, ` (another ${who} starting?)`);
 }

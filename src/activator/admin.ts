@@ -5,8 +5,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { ActivatorStatus } from '../activator-api/status';
-import { KybernateError } from '../errors';
-import { canConnect, withSocketLock } from '../socket-lock';
+import { bindRootOnlySocket } from '../socket-lock';
 
 export interface AdminServer {
   socket: string;
@@ -22,27 +21,10 @@ export async function listenAdmin(socketPath: string, status: () => ActivatorSta
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(status())}\n`);
   });
-  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
-  await withSocketLock(`${socket}.lock`, async () => {
-    const st = fs.lstatSync(socket, { throwIfNoEntry: false });
-    if (st !== undefined) {
-      if (!st.isSocket()) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `${socket} exists and is not a socket: remove it or choose another --admin`);
-      if (await canConnect(socket)) {
-        throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `another kybernate-activator is listening at ${socket}: stop it first, or give this one another --admin`);
-      }
-      fs.rmSync(socket, { force: true }); // stale: its activator died without removing it
-    }
-    const old = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(socket, () => { server.off('error', reject); resolve(); });
-      });
-    } finally {
-      process.umask(old);
-    }
-    fs.chmodSync(socket, 0o600);
-  }, ' (another activator starting?)');
+  await bindRootOnlySocket(socket, 'kybernate-activator', '--admin', () => new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socket, () => { server.off('error', reject); resolve(); });
+  }));
   return {
     socket,
     close: () => new Promise<void>((resolve) => {

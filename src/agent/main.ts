@@ -1,53 +1,15 @@
 // `kybernate-agent`: the node agent daemon. Configuration in config.ts, the parts put together in daemon.ts.
-import pino from 'pino';
-import { RUNTIME_NAME, VERSION } from '../version';
+import { daemonMain } from '../daemon-main';
 import { ConfigError, USAGE, loadConfig } from './config';
 import { startAgent } from './daemon';
 
 // CUDA queries run on libuv's threadpool (4 threads by default), beside every fs call.
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
-async function main(argv: string[]): Promise<number> {
-  let cfg;
-  try {
-    cfg = loadConfig(argv);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`kybernate-agent: ${err.message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (cfg === 'help') {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  if (cfg === 'version') {
-    process.stdout.write(`kybernate-agent ${VERSION} (${RUNTIME_NAME})\n`);
-    return 0;
-  }
-  const log = pino({ level: cfg.logLevel, base: { component: 'kybernate-agent', pid: process.pid } });
-  let agent;
-  try {
-    agent = await startAgent(cfg, log);
-  } catch (err) {
-    log.fatal({ err: (err as Error).message }, 'cannot start');
-    process.stderr.write(`kybernate-agent: ${(err as Error).message}\n`);
-    return 1;
-  }
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, 'stopping');
-      void agent.close().then(resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
-  log.info('stopped');
-  return 0;
-}
-
-void main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-}, (err: unknown) => {
-  process.stderr.write(`kybernate-agent: ${err instanceof Error ? err.stack : String(err)}\n`);
-  process.exitCode = 1;
+daemonMain({
+  name: 'kybernate-agent',
+  usage: USAGE,
+  load: (argv) => loadConfig(argv),
+  isConfigError: (err): err is ConfigError => err instanceof ConfigError,
+  start: startAgent,
 });

@@ -9,7 +9,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { MAX_REQUEST_BYTES, agentDefinition } from '../agent-api/definition';
 import { KybernateError } from '../errors';
-import { canConnect, withSocketLock } from '../socket-lock';
+import { bindRootOnlySocket } from '../socket-lock';
 
 const SHUTDOWN_GRACE_MS = 5_000;
 
@@ -38,25 +38,10 @@ export async function listen(cfg: ListenConfig, handlers: grpc.UntypedServiceImp
   const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES });
   server.addService(agentDefinition, handlers);
   const socket = path.resolve(cfg.socket);
-  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
   try {
-    await withSocketLock(`${socket}.lock`, async () => {
-      const st = fs.lstatSync(socket, { throwIfNoEntry: false });
-      if (st !== undefined) {
-        if (!st.isSocket()) throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `${socket} exists and is not a socket: remove it or choose another --socket`);
-        if (await canConnect(socket)) {
-          throw new KybernateError('KYB_ERR_ALREADY_EXISTS', `another kybernate-agent is listening at ${socket}: stop it first, or give this one another --socket`);
-        }
-        fs.rmSync(socket, { force: true }); // stale: its agent died without removing it
-      }
-      const old = process.umask(0o177);
-      try {
-        await bind(server, `unix://${socket}`, grpc.ServerCredentials.createInsecure());
-      } finally {
-        process.umask(old);
-      }
-      fs.chmodSync(socket, 0o600);
-    }, ' (another agent starting?)');
+    await bindRootOnlySocket(socket, 'kybernate-agent', '--socket', async () => {
+      await bind(server, `unix://${socket}`, grpc.ServerCredentials.createInsecure());
+    });
     let tcp: string | undefined;
     if (cfg.tcp) {
       const { address, ca, cert, key } = cfg.tcp;
