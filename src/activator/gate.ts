@@ -139,6 +139,16 @@ export class Gate {
     }
   }
 
+  /**
+   * The upstream failed a request of an awake workload (refused, or no answer in time): perhaps someone put the
+   * workload to sleep behind our back. The agent is asked (at most every RECHECK_MS), so the next request wakes it.
+   */
+  upstreamFailed(): void {
+    if (this.state !== 'awake' || Date.now() - this.lastRecheck < RECHECK_MS) return;
+    this.lastRecheck = Date.now();
+    void this.refresh();
+  }
+
   /** New settings for the same workload (a reload): the next timers use them; a failed workload is retried. */
   update(route: RouteConfig): void {
     this.route = route;

@@ -131,6 +131,7 @@ export class Router implements FrontHandlers {
     }).then((r) => {
       gate.leave();
       this.metrics.request(route.name, r.outcome);
+      if (r.outcome === 'upstream_error' || r.outcome === 'timeout') gate.upstreamFailed();
     }, () => gate.leave());
   }
 }

@@ -124,6 +124,20 @@ suite(`activator wakes a checkpointed workload${lacks ? ` (skipped: ${lacks})` :
     await waitFor('one route again', async () => (await activator.status()).routes.length === 1);
   });
 
+  it('put to sleep behind its back: a failed request makes it ask the agent, and the next request wakes it', async () => {
+    activator.setRoutes([route({ sleep: { kind: 'never' } })]);
+    await waitFor('the never-sleeping route', async () => (await activator.route('web')).sleepKind === 'never');
+    expect((await get(activator.listen, '/')).status).toBe(200);
+    expect((await kybernate(['checkpoint', id, '--exit', '-n', ns, '--agent', agent.socket])).code).toBe(0);
+    // The activator still thinks it awake: this request finds nobody (CRIU's network lock drops the SYN).
+    const lost = await get(activator.listen, '/');
+    expect([502, 504]).toContain(lost.status);
+    await waitRouteState(activator, 'web', 'asleep');
+    const woke = await get(activator.listen, '/');
+    expect(woke).toMatchObject({ status: 200, body: 'hello\n' });
+    expect(Number(woke.headers['x-kybernate-wake-ms'])).toBeGreaterThan(0);
+  });
+
   it('queue full → 503 + Retry-After; the held requests are answered once the probe passes', async () => {
     // Awake and kept so, the readiness flag removed: the snapshot it is put to sleep into has none, so the
     // next wake stops at its probe until the test creates the flag in the restored container.
