@@ -8,6 +8,8 @@
 //          raw restore+unlock; raw suspend + cgroup freeze / thaw + raw resume in place;
 //   agent: kybernate-agent beside containerd, and a third container of each workload suspended/resumed and
 //          checkpointed/restored through it (agent-path.ts; --agent 0 leaves it out), in the same rounds;
+//   activator: after those, kybernate-activator in front of the agent's torch container: idle → suspend, then
+//          checkpoint, a request wakes it (activator-path.ts; --activator 0 leaves it out);
 // with the answers checked after every restore/resume against those computed before the first checkpoint.
 // Writes container-results.json and container-table.md into --out, logs into --logs, and prints the table.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { ShimClient } from '../../src/shim-client/client';
 import { kybernate } from '../../src/gen/proto';
 import { daemonConfig } from '../harness/config';
+import { ActivatorPath } from './activator-path';
 import { AgentPath, type AgentCtx } from './agent-path';
 import { Ctd } from './ctd';
 import { buildGpuSpec, hostBinds, prepareRootfs, probeHost, type BindPolicy, type HostProbe } from './gpu-spec';
@@ -30,6 +33,8 @@ interface Args {
   gib: number; rounds: number; port: number; only: string[];
   /** Suspend/resume rounds (--suspend 0 skips them); restore rounds through a warm group shim (--group 0 skips); the agent path (--agent 0 skips). */
   suspend: boolean; group: boolean; agent: boolean;
+  /** The activator rounds in front of the agent's torch container (--activator 0 skips). */
+  activator: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -44,6 +49,7 @@ function parseArgs(argv: string[]): Args {
     raw: get('raw'), server: get('server'), gib: Number(get('gib', '4')), rounds: Number(get('rounds', '2')),
     port: Number(get('port', '18471')), only: get('only', 'cuda,torch').split(','),
     suspend: get('suspend', '1') !== '0', group: get('group', '1') !== '0', agent: get('agent', '1') !== '0',
+    activator: get('activator', '1') !== '0',
   };
 }
 
@@ -68,6 +74,7 @@ class Suite {
   private cliSuspend = false;
   private policy: BindPolicy = {};
   agent?: AgentPath;
+  activator?: ActivatorPath;
 
   constructor(readonly a: Args, readonly probe: HostProbe) {
     this.address = path.join(a.work, 'ctd', 'containerd.sock');
@@ -321,6 +328,7 @@ class Suite {
       }
     } finally {
       if (ag) {
+        await this.activatorRounds(w, ag);
         this.agent?.summary(w);
         await this.removeOurs(ag.id);
       }
@@ -330,6 +338,25 @@ class Suite {
         await this.removeOurs(keeper);
       }
       if (stockStarted) await this.stock.remove(s.id);
+    }
+  }
+
+  /** kybernate-activator in front of the agent's container, sleeping it through the agent (activator-path.ts). */
+  private async activatorRounds(w: Workload, ag: AgentCtx): Promise<void> {
+    if (!this.a.activator || w.name !== 'torch' || !this.agent?.serving || ag.failed) return;
+    const act = new ActivatorPath({
+      node: this.a.node, bundle: path.join(path.dirname(this.a.cli), 'kybernate-activator.cjs'), agent: path.join(this.a.work, 'agent.sock'),
+      namespace: NAMESPACE, dir: path.join(this.a.work, 'activator'), env: this.env, logFile: path.join(this.a.logs, 'activator.log'),
+      pidFile: path.join(this.a.work, 'activator.pid'), rounds: this.a.rounds,
+    }, this, log);
+    this.activator = act;
+    try {
+      await act.run(w, ag);
+    } catch (err) {
+      this.check(false, `${w.name} activator rounds`, (err as Error).stack ?? String(err));
+    } finally {
+      await act.stop();
+      this.activator = undefined;
     }
   }
 
@@ -454,6 +481,7 @@ async function main(): Promise<number> {
   const suite = new Suite(a, probe);
   // run.sh bounds this suite with timeout(1): what was measured until then is still written.
   process.once('SIGTERM', () => {
+    suite.activator?.kill();
     suite.agent?.kill();
     suite.check(false, 'container suite', 'stopped by SIGTERM (time limit) before it finished');
     console.log(writeReport(a, suite.report));

@@ -3,7 +3,7 @@
 # containerd, runc or CRIU: fills .deps/gpu/ (git-ignored; name it in the device run's `carry`):
 #   node.xz                     this node
 #   kybernate.node, bench.cjs   the addon and test/gpu/bench.ts bundled (the process-level suite)
-#   dist/                       the shim, CLI and agent bundles with the addon beside them (`make build` output)
+#   dist/                       the shim, CLI, agent and activator bundles with the addon beside them (`make build` output)
 #   containers.cjs              test/gpu/containers.ts bundled (the container suite)
 #   containerd.xz, runc.xz      containerd 2.1 (.deps/containerd-2.1, `make setup`) and this machine's runc
 #   criu.tar.xz                 CRIU with its own loader and libraries (test/gpu/pack-criu.sh)
@@ -29,7 +29,7 @@ make -C "$root" --no-print-directory build
 glibc_ok "$root/build/Release/kybernate.node"
 cp "$root/build/Release/kybernate.node" "$out/kybernate.node"
 rm -rf "$out/dist" && mkdir -p "$out/dist"
-cp "$root/dist/containerd-shim-kybernate-v2.cjs" "$root/dist/kybernate.cjs" "$root/dist/kybernate-agent.cjs" "$root/dist/kybernate.node" "$out/dist/"
+cp "$root/dist/containerd-shim-kybernate-v2.cjs" "$root/dist/kybernate.cjs" "$root/dist/kybernate-agent.cjs" "$root/dist/kybernate-activator.cjs" "$root/dist/kybernate.node" "$out/dist/"
 cp "$root/dist/kybernate.cjs" "$out/kybernate.cjs"
 esb() { "$root/node_modules/.bin/esbuild" "$1" --bundle --platform=node --target=node20 --format=cjs \
   '--external:*.node' --log-level=warning --outfile="$2"; }

@@ -6,13 +6,16 @@
 #   3. KYB_GPU_CONTAINERS=0 skips: GPU containers (CUDA workload, PyTorch HTTP server) through containerd 2.1
 #      and the kybernate shim — checkpoint/restore and suspend/resume in place — against runc + raw driver
 #      calls, with answers verified after every restore/resume (containers.ts); and the same operations through
-#      kybernate-agent (agent-path.ts: suspend/resume and checkpoint --exit/restore of a third container).
+#      kybernate-agent (agent-path.ts: suspend/resume and checkpoint --exit/restore of a third container); then
+#      kybernate-activator in front of the agent's torch container: idle → suspend / checkpoint, a request wakes
+#      it (activator-path.ts: wake-* rows).
 # Needs a CUDA GPU, nvcc, nvidia-smi, python3 with torch (part 3) and root. node, containerd, runc, CRIU
 # and our bundles come from .deps/gpu (test/gpu/pack.sh) when the machine has none of its own.
 #   KYB_GPU_SIZES=1,4,8  KYB_GPU_ROUNDS=3  KYB_GPU_CRIU_GIB=4  KYB_GPU_CTR_GIB=4  KYB_GPU_CTR_ROUNDS=2
 #   KYB_GPU_CTR_ONLY=cuda,torch  KYB_GPU_CTR_TIMEOUT=1800 (s; the container suite then writes what it has)
 #   KYB_GPU_CTR_SUSPEND=0 (no suspend/resume rounds)  KYB_GPU_CTR_GROUP=0 (no restores into a warm group shim)
 #   KYB_GPU_CTR_AGENT=0 (no kybernate-agent: no *-agent rows; the agent otherwise runs through all container rounds)
+#   KYB_GPU_CTR_ACTIVATOR=0 (no kybernate-activator rounds: no wake-*/sleep-* rows; they need the agent and torch)
 #   KYB_GPU_OUT=<dir for results, tables and logs>
 # On a lent machine: run test/gpu/pack.sh here, send the tree with .deps/gpu carried, and run
 # `KYB_GPU_OUT=$OUT test/gpu/run.sh` there (test/gpu/RESULTS.md has the last numbers).
@@ -26,6 +29,7 @@ mkdir -p "$out" "$work/bin"
 cleanup() {
   # The agent of a container suite that was killed before it could stop it.
   if [ -f "$work/agent.pid" ]; then kill -9 "$(cat "$work/agent.pid")" 2>/dev/null; fi
+  if [ -f "$work/activator.pid" ]; then kill -9 "$(cat "$work/activator.pid")" 2>/dev/null; fi
   # Containers of an interrupted container suite: runc's own state, then our private containerd.
   if [ -x "$work/bin/runc" ]; then
     for id in $("$work/bin/runc" --root "$work/runc-root" list -q 2>/dev/null); do "$work/bin/runc" --root "$work/runc-root" delete -f "$id" >/dev/null 2>&1; done
@@ -90,7 +94,7 @@ if [ "${KYB_GPU_CONTAINERS:-1}" != 0 ]; then
       --cli "$deps/dist/kybernate.cjs" --workload "$work/workload" --raw "$work/raw-checkpoint" \
       --server "$here/torch-server.py" --gib "${KYB_GPU_CTR_GIB:-4}" --rounds "${KYB_GPU_CTR_ROUNDS:-2}" \
       --only "${KYB_GPU_CTR_ONLY:-cuda,torch}" --suspend "${KYB_GPU_CTR_SUSPEND:-1}" --group "${KYB_GPU_CTR_GROUP:-1}" \
-      --agent "${KYB_GPU_CTR_AGENT:-1}" || status=1
+      --agent "${KYB_GPU_CTR_AGENT:-1}" --activator "${KYB_GPU_CTR_ACTIVATOR:-1}" || status=1
   else
     echo "gpu-test: skipped the container suite (no containerd.xz/runc.xz/criu.tar.xz/containers.cjs in .deps/gpu: run test/gpu/pack.sh)"
   fi
