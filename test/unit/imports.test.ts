@@ -16,7 +16,7 @@ const srcDir = path.join(root, 'src');
 /** One folder per binary. activator and controller do not exist yet; the rules hold for them too. */
 const BINARIES = ['shim', 'cli', 'agent', 'activator', 'controller'];
 /** Code the binaries share; '' stands for the files directly in src/ (errors.ts, ids.ts, …). */
-const SHARED = ['', 'gpu', 'snapshot', 'host', 'criu', 'shim-client', 'containerd', 'agent-api', 'activator-api', 'native', 'ttrpc', 'gen', 'network'];
+const SHARED = ['', 'gpu', 'snapshot', 'host', 'criu', 'shim-client', 'containerd', 'agent-api', 'activator-api', 'native', 'ttrpc', 'gen', 'network', 'storage'];
 
 /** 'cli/commands/run.ts' → 'cli'; 'errors.ts' → ''. */
 const folderOf = (file: string): string => (file.includes('/') ? file.slice(0, file.indexOf('/')) : '');
