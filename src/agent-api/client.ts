@@ -85,6 +85,7 @@ export class AgentClient {
   restore = this.unary('Restore');
   listSnapshots = this.unary('ListSnapshots');
   deleteSnapshot = this.unary('DeleteSnapshot');
+  moveSnapshot = this.unary('MoveSnapshot');
   gpus = this.unary('Gpus');
   health = this.unary('Health');
   version = this.unary('Version');

@@ -51,6 +51,7 @@ export interface AgentMethods {
   Restore: [I<'RestoreRequest'>, I<'OperationResult'>];
   ListSnapshots: [I<'ListSnapshotsRequest'>, I<'ListSnapshotsResponse'>];
   DeleteSnapshot: [I<'DeleteSnapshotRequest'>, I<'DeleteSnapshotResponse'>];
+  MoveSnapshot: [I<'MoveSnapshotRequest'>, I<'MoveSnapshotResponse'>];
   Gpus: [I<'GpusRequest'>, I<'GpusResponse'>];
   Events: [I<'EventsRequest'>, I<'Event'>];
   Health: [I<'HealthRequest'>, I<'HealthResponse'>];
@@ -70,6 +71,7 @@ export const agentDefinition: { [K in AgentMethod]: grpc.MethodDefinition<Reques
   Restore: method('Restore', A.RestoreRequest, A.OperationResult),
   ListSnapshots: method('ListSnapshots', A.ListSnapshotsRequest, A.ListSnapshotsResponse),
   DeleteSnapshot: method('DeleteSnapshot', A.DeleteSnapshotRequest, A.DeleteSnapshotResponse),
+  MoveSnapshot: method('MoveSnapshot', A.MoveSnapshotRequest, A.MoveSnapshotResponse),
   Gpus: method('Gpus', A.GpusRequest, A.GpusResponse),
   Events: method('Events', A.EventsRequest, A.Event, true),
   Health: method('Health', A.HealthRequest, A.HealthResponse),

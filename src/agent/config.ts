@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULT_AGENT_SOCKET } from '../agent-api/definition';
 import { isLoopback, parseHostPort, type HostPort } from '../hostport';
+import { StorageConfigError, parseStorageConfig, type StorageConfig } from '../storage/config';
 
 export const DEFAULT_CONFIG_FILE = '/etc/kybernate/kybernate-agent.json';
 
@@ -23,6 +24,8 @@ export interface AgentConfig {
   logLevel: string;
   /** The config file read, if any. */
   configFile?: string;
+  /** The snapshot tiers below the snapshot directory (the file's "storage" key; src/storage/config.ts). */
+  storage: StorageConfig;
 }
 
 /** Each key: its flag, its default, and what it sets (the usage text and the example file say the same). */
@@ -82,11 +85,22 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     return typeof v === 'string' && v !== '' ? v : undefined;
   };
 
+  let storage: StorageConfig;
+  try {
+    // The RAM tier's capacity is not enforced yet (the policy runs by hand: snapshots mv); unbounded here.
+    storage = parseStorageConfig(fromFile.storage, { ramCapacityBytes: Infinity, env });
+  } catch (err) {
+    if (err instanceof StorageConfigError) throw new ConfigError(`config file ${file}: ${err.message}`);
+    throw err;
+  }
+  const ramDir = (fromFile.storage as { ram?: { dir?: unknown } } | undefined)?.ram?.dir;
   const cfg: AgentConfig = {
     containerdAddress: value('containerd-address') ?? (env.CONTAINERD_ADDRESS || '/run/containerd/containerd.sock'),
     containerdState: value('containerd-state') ?? '/run/containerd',
     socket: value('socket') ?? DEFAULT_AGENT_SOCKET,
-    snapshotDir: value('snapshot-dir') ?? '/var/lib/kybernate/snapshots',
+    // The ram tier is the snapshot directory: --snapshot-dir, else storage.ram.dir, else the default.
+    snapshotDir: value('snapshot-dir') ?? (typeof ramDir === 'string' ? storage.ram.dir : '/var/lib/kybernate/snapshots'),
+    storage,
     logLevel: value('log-level') ?? 'info',
     configFile: file,
   };
@@ -122,8 +136,8 @@ function readFile(file: string): Record<string, unknown> {
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new ConfigError(`config file ${file}: not a JSON object`);
   for (const [k, v] of Object.entries(data)) {
-    if (k.startsWith('//')) continue;
-    if (!(k in KEYS)) throw new ConfigError(`config file ${file}: unknown key ${JSON.stringify(k)} (the keys are ${Object.keys(KEYS).join(', ')})`);
+    if (k.startsWith('//') || k === 'storage') continue; // storage: an object, parsed by storage/config.ts
+    if (!(k in KEYS)) throw new ConfigError(`config file ${file}: unknown key ${JSON.stringify(k)} (the keys are ${Object.keys(KEYS).join(', ')}, storage)`);
     if (typeof v !== 'string') throw new ConfigError(`config file ${file}: ${k} must be a string`);
   }
   return data as Record<string, unknown>;

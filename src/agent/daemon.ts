@@ -4,6 +4,10 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import type { Logger } from 'pino';
 import { ContainerdClient } from '../containerd/client';
+import type { ChunkStore } from '../storage/chunk-store';
+import type { StorageConfig } from '../storage/config';
+import { DiskChunkStore } from '../storage/disk-store';
+import { S3ChunkStore } from '../storage/s3-store';
 import { ShimClient } from '../shim-client/client';
 import type { AgentConfig } from './config';
 import { formatHostPort } from '../hostport';
@@ -34,7 +38,10 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
   };
   const containerd = new ContainerdClient({ address: cfg.containerdAddress });
   const metrics = new AgentMetrics();
-  const backend = snapshotBackend(cfg.snapshotDir);
+  const stores = await openStores(cfg.storage);
+  const backend = snapshotBackend(cfg.snapshotDir, stores);
+  await backend.load((msg) => log.warn(msg)).catch((err: Error) => log.warn({ err: err.message }, 'cannot list the chunk tiers\' snapshots'));
+  for (const w of cfg.storage.warnings) log.warn(w);
   const workloads = new Workloads({ containerd, containerdState: cfg.containerdState, snapshots: backend.index, gpuMemory: new GpuMemory(), log });
   const events = new AgentEvents({ containerd, workloads, log });
   const operations = new Operations({
@@ -94,6 +101,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
         metricsServer.closeAllConnections(); // a scraper's keep-alive connection would hold close() up
       });
       await ShimClient.closeShared();
+      (stores.s3 as S3ChunkStore | undefined)?.close();
       containerd.close();
     })()),
   };
@@ -105,4 +113,18 @@ function readPem(flag: string, file: string): Buffer {
   } catch (err) {
     throw new Error(`--${flag} ${file}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** The chunk stores of the configured tiers below ram. */
+async function openStores(storage: StorageConfig): Promise<Partial<Record<'disk' | 's3', ChunkStore>>> {
+  const stores: Partial<Record<'disk' | 's3', ChunkStore>> = {};
+  if (storage.disk) stores.disk = await DiskChunkStore.open(storage.disk.dir);
+  if (storage.s3) {
+    const s3 = storage.s3;
+    stores.s3 = new S3ChunkStore({
+      endpoint: s3.endpoint, region: s3.region, bucket: s3.bucket, prefix: s3.prefix, forcePathStyle: s3.forcePathStyle,
+      accessKeyId: s3.credentials.accessKeyId, secretAccessKey: s3.credentials.secretAccessKey, maxSockets: Math.max(8, s3.concurrency * 2),
+    });
+  }
+  return stores;
 }

@@ -2,11 +2,12 @@
 // operation queue (operations.ts) and the operation functions; answers turned into messages. The one place
 // errors become gRPC statuses is fail() below: toStatus() for the status, the code in the `kyb-code`
 // trailer.
+import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
 import type { Logger } from 'pino';
 import { KYB_CODE_KEY, type AgentMethod, type RequestOf, type ResponseOf } from '../agent-api/definition';
-import { KybernateError, toStatus } from '../errors';
+import { KybernateError, errNotFound, toStatus } from '../errors';
 import type { kybernate } from '../gen/proto';
 import { validateId } from '../ids';
 import { toTimestamp } from '../timestamp';
@@ -18,6 +19,8 @@ import { asKybernateError } from './failure';
 import { gpuInventory } from './gpus';
 import type { OperationKind, Operations } from './operations';
 import { SnapshotDirectory, type SnapshotInfo } from './snapshots';
+import { SnapshotTiers, isTier, type MoveResult, type TierName } from './tiers';
+import type { ChunkStore } from '../storage/chunk-store';
 import { resumeWorkload, suspendWorkload } from './suspend';
 import type { SnapshotIndex, WorkloadView } from './workloads';
 
@@ -27,39 +30,69 @@ type Workload = kybernate.agent.v1.IWorkload;
 export const MAX_EVENTS_BEHIND = 256;
 const HEALTH_TIMEOUT_MS = 5_000;
 
-/** Where checkpoints, restores and snapshots are done (checkpoint.ts and snapshots.ts, in the agent's snapshot directory). */
+/** Where checkpoints, restores and snapshots are done (checkpoint.ts in the snapshot directory, tiers.ts below it). */
 export interface SnapshotBackend {
   index: SnapshotIndex;
-  checkpoint(ctx: AgentContext, req: CheckpointWorkloadRequest): Promise<OpResult>;
+  checkpoint(ctx: AgentContext, req: CheckpointWorkloadRequest & { tier?: string }): Promise<OpResult>;
   restore(ctx: AgentContext, req: RestoreWorkloadRequest): Promise<OpResult>;
-  /** Complete snapshots, of one namespace and container when given. */
+  /** Complete snapshots in every tier, of one namespace and container when given. */
   list(namespace?: string, id?: string): Promise<SnapshotInfo[]>;
-  /** Deletes a snapshot by id or unique hex prefix; KYB_ERR_NOT_FOUND when none matches. */
+  /** Deletes a snapshot (every tier) by id or unique hex prefix; KYB_ERR_NOT_FOUND when none matches. */
   delete(ref: string): Promise<SnapshotInfo>;
+  /** Moves a snapshot to another tier. */
+  move(ref: string, tier: string): Promise<MoveResult>;
   /** Finishes what a killed agent left in the directory (deletions cut short, abandoned checkpoints). */
   removeOrphans(): Promise<string[]>;
+  /** Reads the chunk tiers' indexes (start). */
+  load(warn: (msg: string) => void): Promise<void>;
 }
 
-/** The snapshot directory at `snapshotDir`, with the bytes and GPU memory its operations move counted. */
-export function snapshotBackend(snapshotDir: string): SnapshotBackend {
+/**
+ * The snapshot directory at `snapshotDir` (the ram tier: plain files) and the chunk tiers below it, with the
+ * bytes and GPU memory its operations move counted. A checkpoint into a lower tier is written as plain files
+ * and moved down before it returns; a restore from a lower tier brings the snapshot into ram first.
+ */
+export function snapshotBackend(snapshotDir: string, stores: Partial<Record<'disk' | 's3', ChunkStore>> = {}): SnapshotBackend {
   const dir = new SnapshotDirectory(snapshotDir);
+  const tiers = new SnapshotTiers(dir, stores);
   const on = (ctx: AgentContext) => ({ containerd: ctx.containerd, containerdState: ctx.containerdState, snapshots: dir });
+  const tierOf = (t: string | undefined): TierName => {
+    const tier = t || 'ram';
+    if (!isTier(tier)) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `tier ${JSON.stringify(t)}: ram, disk or s3`);
+    if (!tiers.tiers.includes(tier)) throw new KybernateError('KYB_ERR_FAILED_PRECONDITION', `the ${tier} tier is not configured on this agent (its config file's "storage" key)`);
+    return tier;
+  };
   return {
-    index: dir,
+    index: tiers,
     checkpoint: async (ctx, req) => {
+      const tier = tierOf(req.tier);
       const r = await checkpointWorkload(on(ctx), req);
       ctx.metrics.bytesWritten(r.snapshot.sizeBytes);
       if (req.exit) ctx.metrics.gpuMemoryFreed('checkpoint', r.snapshot.gpuMemoryBytes);
-      return r;
+      if (tier === 'ram') return { ...r, snapshot: { ...r.snapshot, tiers: ['ram'], storedBytes: r.snapshot.sizeBytes } };
+      const m = await tiers.move(r.snapshot.id, tier);
+      return {
+        ...r, snapshot: m.snapshot, durationMs: r.durationMs + m.durationMs,
+        steps: [...r.steps, { name: `move-${tier}`, durationMs: m.durationMs, bytes: m.bytesWritten }],
+      };
     },
     restore: async (ctx, req) => {
-      const r = await restoreWorkload(on(ctx), req);
+      const { namespace, id } = req;
+      const t0 = performance.now();
+      const s = req.snapshot ? await tiers.find(req.snapshot, { namespace, id }) : await tiers.newest(namespace, id);
+      if (!s) throw errNotFound(`a snapshot of ${namespace}/${id}`);
+      const promoted = (s.tiers ?? []).includes('ram') ? undefined : await tiers.promote(s.id, { namespace, id });
+      const promoteMs = performance.now() - t0;
+      const r = await restoreWorkload(on(ctx), { ...req, snapshot: s.id });
       ctx.metrics.bytesRead(r.snapshot.sizeBytes);
-      return r;
+      if (!promoted) return r;
+      return { ...r, durationMs: r.durationMs + promoteMs, steps: [{ name: `promote-${(s.tiers ?? [])[0]}`, durationMs: promoteMs, bytes: s.sizeBytes }, ...r.steps] };
     },
-    list: (namespace, id) => dir.list(namespace, id),
-    delete: (ref) => dir.delete(ref),
+    list: (namespace, id) => tiers.list(namespace, id),
+    delete: (ref) => tiers.delete(ref),
+    move: (ref, tier) => tiers.move(ref, tierOf(tier)),
     removeOrphans: () => dir.removeOrphans(),
+    load: (warn) => tiers.load(warn),
   };
 }
 
@@ -150,7 +183,7 @@ export function agentHandlers(deps: ServiceDeps, log: Logger): grpc.UntypedServi
     Resume: unary('Resume', (req, signal) => operation('resume', req, signal, (namespace, id) =>
       resumeWorkload(ctx, { namespace, id, signal: deps.shutdown }))),
     Checkpoint: unary('Checkpoint', (req, signal) => operation('checkpoint', req, signal, (namespace, id) =>
-      backend.checkpoint(ctx, { namespace, id, exit: req.exit ?? false, signal: deps.shutdown }))),
+      backend.checkpoint(ctx, { namespace, id, exit: req.exit ?? false, tier: req.tier || undefined, signal: deps.shutdown }))),
     Restore: unary('Restore', (req, signal) => operation('restore', req, signal, (namespace, id) =>
       backend.restore(ctx, { namespace, id, snapshot: req.snapshot || undefined, signal: deps.shutdown }))),
     ListSnapshots: unary('ListSnapshots', async (req) => {
@@ -161,6 +194,12 @@ export function agentHandlers(deps: ServiceDeps, log: Logger): grpc.UntypedServi
     DeleteSnapshot: unary('DeleteSnapshot', async (req) => {
       if (!req.snapshot) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the snapshot to delete is required (its id or a unique prefix)');
       return { snapshot: snapshot(await backend.delete(req.snapshot)) };
+    }),
+    MoveSnapshot: unary('MoveSnapshot', async (req) => {
+      if (!req.snapshot) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the snapshot to move is required (its id or a unique prefix)');
+      if (!req.tier) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the tier to move it to is required: ram, disk or s3');
+      const m = await backend.move(req.snapshot, req.tier);
+      return { snapshot: snapshot(m.snapshot), bytesWritten: u64(m.bytesWritten), durationMs: m.durationMs };
     }),
     Gpus: unary('Gpus', async (_req, signal) => {
       const [inv, views] = await Promise.all([gpuInventory(), ctx.workloads.list('', { signal })]);
@@ -239,5 +278,6 @@ function snapshot(s: SnapshotInfo): kybernate.agent.v1.ISnapshot {
   return {
     id: s.id, namespace: s.namespace, containerId: s.containerId, path: s.path, createdAt: toTimestamp(s.createdAt),
     sizeBytes: u64(s.sizeBytes), gpuMemoryBytes: u64(s.gpuMemoryBytes), exited: s.exited,
+    tiers: s.tiers ?? ['ram'], storedBytes: u64(s.storedBytes ?? s.sizeBytes),
   };
 }

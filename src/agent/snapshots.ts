@@ -18,6 +18,7 @@ import { alive } from '../host/process';
 import { validateId } from '../ids';
 import { INCOMPLETE_FILE, MANIFEST_FILE } from '../snapshot/manifest';
 import { LocalDirectoryStore, type Snapshot } from '../snapshot/store';
+import { UNPACK_TEMP } from '../storage/pack';
 
 export interface SnapshotInfo {
   /** 'sha256:' + hex of its manifest. */
@@ -32,6 +33,10 @@ export interface SnapshotInfo {
   cudaPids: number[];
   /** The task ended with the checkpoint (scale to zero). */
   exited: boolean;
+  /** The storage tiers holding a complete copy, fastest first (tiers.ts); ram alone when unset. */
+  tiers?: string[];
+  /** Bytes stored for it in its slowest tier (its chunks there; its files in ram). */
+  storedBytes?: number;
 }
 
 const DELETING_PREFIX = '.deleting-';
@@ -158,9 +163,10 @@ export class SnapshotDirectory {
         const parent = path.join(this.root, ns, cid);
         for (const name of await children(parent)) {
           const dir = path.join(parent, name);
-          if (name.startsWith(DELETING_PREFIX) || (SNAPSHOT_DIR.test(name) && await abandoned(dir))) {
+          // UNPACK_TEMP: a promotion from a chunk tier that a killed agent left half-written beside its target.
+          if (name.startsWith(DELETING_PREFIX) || UNPACK_TEMP.test(name) || (SNAPSHOT_DIR.test(name) && await abandoned(dir))) {
             await fs.promises.rm(dir, { recursive: true, force: true });
-            if (!name.startsWith(DELETING_PREFIX)) await fs.promises.rm(`${dir}${SIDECAR}`, { force: true });
+            if (SNAPSHOT_DIR.test(name)) await fs.promises.rm(`${dir}${SIDECAR}`, { force: true });
             removed.push(dir);
           }
         }

@@ -1,6 +1,6 @@
 // Human output shared by the commands: step tables, byte sizes, ages, column tables, a progress line.
 
-export interface StepOut { step: string; pid: number; ms: number }
+export interface StepOut { step: string; pid: number; ms: number; /** Bytes the step moved, when it says. */ bytes?: number }
 
 export function stepTable(steps: StepOut[]): string {
   const rows = steps.map((s) => `  ${s.step.padEnd(16)} ${(s.pid === 0 ? '-' : String(s.pid)).padStart(8)} ${s.ms.toFixed(1).padStart(10)} ms`);

@@ -125,10 +125,11 @@ export const COMMANDS: Record<string, CommandHelp> = {
     notes: CONTAINER_NOTES,
   },
   checkpoint: {
-    synopsis: ['checkpoint <container> [--exit] [-n NS] [--agent SOCKET] [--timeout SECONDS] [--json]'],
+    synopsis: ['checkpoint <container> [--exit] [--tier ram|disk|s3] [-n NS] [--agent SOCKET] [--timeout SECONDS] [--json]'],
     description: 'checkpoint the container\'s task, with its GPU state, into a snapshot in the agent\'s snapshot directory; --exit then ends the task (scale to zero)',
     options: [
       ['--exit', 'end the task once the snapshot is complete and durable (scale to zero); otherwise it runs on'],
+      ['--tier TIER', 'keep the snapshot in ram (default: plain files), disk or s3 (deduplicated chunks; moved there before the command returns)'],
       ...AGENT_OPTIONS,
       ['--timeout SECONDS', 'give up waiting after this long (default 1800); a checkpoint that has begun still finishes'],
       ['--json', 'print the result (snapshot, steps) or the error as JSON'],
@@ -196,6 +197,16 @@ export const COMMANDS: Record<string, CommandHelp> = {
       '`make setup` installed) for its own duration. Starts its own agent and activator. Needs root. Ctrl-C cleans up.',
     ],
   },
+  'snapshots mv': {
+    synopsis: ['snapshots mv <snapshot> --tier ram|disk|s3 [-n NS | -A] [--agent SOCKET] [--timeout SECONDS] [--json]'],
+    description: 'move a snapshot to another storage tier: ram (plain files, the fastest restore), disk or s3 (deduplicated chunks)',
+    options: [['--tier TIER', 'ram, disk or s3 (the agent\'s config file names the disk directory and the S3 bucket)'], ...SNAPSHOT_OPTIONS, ['--json', 'print the snapshot moved, the bytes written and the time as JSON']],
+    notes: [
+      'The copy in the new tier is complete and verified before the old one is released. `kybernate restore` restores',
+      'from whichever tier holds the snapshot (bringing it into ram first). Needs the agent (kybernate-agent).',
+      EXIT_CODES,
+    ],
+  },
   version: {
     synopsis: ['version'],
     description: 'print the version',
@@ -203,7 +214,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
 };
 
 /** The commands made of subcommands, and theirs. */
-const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm'], activator: ['status'] };
+const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm', 'mv'], activator: ['status'] };
 
 /** The help key of a command line: "process checkpoint" for `process checkpoint ...`, else the command. */
 export function helpKey(cmd: string, rest: readonly string[]): string | undefined {

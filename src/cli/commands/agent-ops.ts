@@ -1,6 +1,7 @@
 // `kybernate suspend|resume|gpu-status` through the node agent: the same output (text and --json) as the
 // direct path in suspend.ts, plus the agent's socket in the JSON, and exit code 3 when no agent answers.
 // agentOperation() also runs checkpoint and restore (checkpoint.ts).
+import { num } from './ps';
 import type { AgentClient } from '../../agent-api/client';
 import type { ResponseOf } from '../../agent-api/definition';
 import { kybernate } from '../../gen/proto';
@@ -41,7 +42,11 @@ export async function agentOperation(p: AgentOp, label: string, fn: (agent: Agen
 
 /** The steps of an operation's result as the step table shows them. */
 export function stepsOf(r: ResponseOf<'Suspend'>): StepOut[] {
-  return (r.steps ?? []).map((s) => splitStep(s.name ?? '', s.durationMs ?? 0));
+  return (r.steps ?? []).map((s) => {
+    const out = splitStep(s.name ?? '', s.durationMs ?? 0);
+    const moved = num(s.bytes);
+    return moved > 0 ? { ...out, bytes: moved } : out;
+  });
 }
 
 function result(r: ResponseOf<'Suspend'>): { pids: number[]; steps: StepOut[]; durationMs: number } {

@@ -24,18 +24,20 @@ const FLAGS = {
 
 interface Parsed extends AgentOp {
   exit: boolean;
+  tier?: string;
   snapshot?: string;
 }
 
 function parse(cmd: 'checkpoint' | 'restore', args: string[]): Parsed {
   const { values, positionals } = parseArgs({
     args,
-    options: cmd === 'checkpoint' ? { ...FLAGS, exit: { type: 'boolean' } } : { ...FLAGS, snapshot: { type: 'string' } },
+    options: cmd === 'checkpoint' ? { ...FLAGS, exit: { type: 'boolean' }, tier: { type: 'string' } } : { ...FLAGS, snapshot: { type: 'string' } },
     allowPositionals: true,
     strict: true,
   });
   if (positionals.length !== 1) throw new UsageError(`${cmd}: exactly one container id, got ${positionals.length}`);
-  const v = values as { namespace?: string; agent?: string; timeout?: string; json?: boolean; exit?: boolean; snapshot?: string };
+  const v = values as { namespace?: string; agent?: string; timeout?: string; json?: boolean; exit?: boolean; snapshot?: string; tier?: string };
+  if (v.tier !== undefined && !TIERS.includes(v.tier)) throw new UsageError(`${cmd}: --tier is ram, disk or s3, not ${v.tier}`);
   return {
     id: checkId('container id', positionals[0]),
     namespace: checkId('namespace', v.namespace ?? DEFAULT_NAMESPACE),
@@ -43,11 +45,13 @@ function parse(cmd: 'checkpoint' | 'restore', args: string[]): Parsed {
     timeoutMs: seconds('timeout', v.timeout) ?? DEFAULT_TIMEOUT_S * 1000,
     json: v.json ?? false,
     exit: v.exit ?? false,
+    tier: v.tier,
     snapshot: v.snapshot === undefined ? undefined : checkSnapshotRef(v.snapshot),
   };
 }
 
 type Result = ResponseOf<'Checkpoint'>;
+const TIERS = ['ram', 'disk', 's3'];
 
 /** "3f2a9c0e1b7d (sha256:3f2a…)": the short id the tables show, then the full one. */
 const snapshotName = (id: string): string => `${shortSnapshot(id)} (${id})`;
@@ -55,7 +59,7 @@ const snapshotName = (id: string): string => `${shortSnapshot(id)} (${id})`;
 export function checkpointCommand(args: string[]): Promise<number> {
   const p = parse('checkpoint', args);
   return agentOperation(p, `checkpointing ${p.id}`, async (agent) => {
-    const r: Result = await agent.checkpoint({ namespace: p.namespace, id: p.id, exit: p.exit }, { timeoutMs: p.timeoutMs });
+    const r: Result = await agent.checkpoint({ namespace: p.namespace, id: p.id, exit: p.exit, tier: p.tier ?? '' }, { timeoutMs: p.timeoutMs });
     const s = r.snapshot ?? {};
     const exited = s.exited ?? false;
     const state = stateName(r.workload?.state);
@@ -70,7 +74,8 @@ export function checkpointCommand(args: string[]): Promise<number> {
       },
       text: `checkpointed container ${p.id}: ${exited ? `the task exited, ${p.id} is ${state}` : 'the task keeps running'} ` +
         `(${durationMs.toFixed(1)} ms)\n` +
-        `snapshot ${snapshotName(s.id ?? '')}, ${bytes(num(s.sizeBytes))}, GPU memory saved: ` +
+        `snapshot ${snapshotName(s.id ?? '')}, ${bytes(num(s.sizeBytes))} in ${(s.tiers ?? ['ram']).join(', ')}` +
+        `${num(s.storedBytes) !== num(s.sizeBytes) ? ` (${bytes(num(s.storedBytes))} stored)` : ''}, GPU memory saved: ` +
         `${gpu > 0 || pids.length > 0 ? `${bytes(gpu)} of ${plural(pids.length, 'process')}` : 'none'}\n${stepTable(steps)}\n`,
     };
   });

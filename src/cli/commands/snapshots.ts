@@ -1,5 +1,5 @@
-// `kybernate snapshots ls|rm`: the snapshots in the agent's snapshot directory (ListSnapshots), and
-// deleting one (DeleteSnapshot). Both are scoped to a namespace (-n, default "default") unless -A: rm
+// `kybernate snapshots ls|rm|mv`: the snapshots in the agent's tiers (ListSnapshots), deleting one
+// (DeleteSnapshot) and moving one to another tier (MoveSnapshot). Both are scoped to a namespace (-n, default "default") unless -A: rm
 // resolves its SNAPSHOT (id or hex prefix) among that namespace's snapshots first, so that a prefix
 // never removes another namespace's snapshot.
 import { parseArgs } from 'node:util';
@@ -15,6 +15,8 @@ import { num, snapshotJson } from './ps';
 
 /** Listing and deleting touch only the snapshot directory; this is plenty. */
 const DEFAULT_TIMEOUT_S = 60;
+/** A move copies the whole snapshot (tens of GiB for a model server). */
+const MOVE_TIMEOUT_S = 3600;
 
 const FLAGS = {
   namespace: { type: 'string', short: 'n' },
@@ -72,12 +74,12 @@ function ls(args: string[]): Promise<number> {
       const gpu = num(s.gpuMemoryBytes);
       return [
         s.namespace ?? '', s.containerId ?? '', shortSnapshot(s.id ?? ''), created ? `${age(created, now)} ago` : '-',
-        bytes(num(s.sizeBytes)), gpu > 0 ? bytes(gpu) : '-', s.exited ? 'yes' : 'no',
+        (s.tiers ?? ['ram']).join(','), bytes(num(s.sizeBytes)), bytes(num(s.storedBytes)), gpu > 0 ? bytes(gpu) : '-', s.exited ? 'yes' : 'no',
       ];
     });
     return {
       json: { snapshots: snapshots.map(snapshotJson) },
-      text: columns(['NAMESPACE', 'ID', 'SNAPSHOT', 'CREATED', 'SIZE', 'GPU MEM', 'EXITED'], rows),
+      text: columns(['NAMESPACE', 'ID', 'SNAPSHOT', 'CREATED', 'TIER', 'SIZE', 'STORED', 'GPU MEM', 'EXITED'], rows),
     };
   });
 }
@@ -109,6 +111,29 @@ function rm(args: string[]): Promise<number> {
   });
 }
 
+function mv(args: string[]): Promise<number> {
+  const i = args.indexOf('--tier');
+  const tier = i >= 0 ? args[i + 1] : undefined;
+  const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args;
+  if (tier === undefined || !['ram', 'disk', 's3'].includes(tier)) throw new UsageError(`snapshots mv: --tier ram|disk|s3 is required${tier ? `, not ${tier}` : ''}`);
+  const p = parse('snapshots mv', rest);
+  if (p.positionals.length !== 1) throw new UsageError(`snapshots mv: exactly one snapshot (its id or a hex prefix), got ${p.positionals.length}`);
+  const ref = checkSnapshotRef(p.positionals[0]);
+  const timeoutMs = p.timeoutMs === DEFAULT_TIMEOUT_S * 1000 ? MOVE_TIMEOUT_S * 1000 : p.timeoutMs;
+  return withOutput(p, `moving snapshot ${ref} to ${tier}`, { snapshot: ref, tier }, async (agent) => {
+    const r = await agent.moveSnapshot({ snapshot: ref, tier }, { timeoutMs });
+    const s = r.snapshot ?? {};
+    const ms = r.durationMs ?? 0;
+    const written = num(r.bytesWritten);
+    return {
+      json: { snapshot: snapshotJson(s), bytesWritten: written, durationMs: ms },
+      text: `moved snapshot ${shortSnapshot(s.id ?? '')} of ${s.namespace ?? ''}/${s.containerId ?? ''} to ${tier}: ` +
+        `${bytes(num(s.sizeBytes))}, ${bytes(written)} written, ${bytes(num(s.storedBytes))} stored there (${ms.toFixed(1)} ms` +
+        `${ms > 0 ? `, ${bytes(num(s.sizeBytes) / (ms / 1000))}/s` : ''})\n`,
+    };
+  });
+}
+
 export async function snapshotsCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   switch (sub) {
@@ -116,9 +141,11 @@ export async function snapshotsCommand(args: string[]): Promise<number> {
       return ls(rest);
     case 'rm':
       return rm(rest);
+    case 'mv':
+      return mv(rest);
     case undefined:
-      throw new UsageError('snapshots: give a subcommand, ls or rm');
+      throw new UsageError('snapshots: give a subcommand, ls, rm or mv');
     default:
-      throw new UsageError(`snapshots: unknown subcommand ${sub} (ls or rm)`);
+      throw new UsageError(`snapshots: unknown subcommand ${sub} (ls, rm or mv)`);
   }
 }
