@@ -10,6 +10,10 @@
 #   trixie's libc; then sid: CRIU 4.2 on top (4.1 cannot dump TCP sockets on kernels >= 6.16: it fails on
 #   getsockopt(SO_PASSCRED) of inet sockets, which those kernels refuse; 4.2.1 dumps and restores them).
 #   The trixie/sid suites are added with a low pin so nothing else is upgraded by accident.
+# - trixie: Ceph's radosgw 18.2, the S3 server the storage tests start with its standalone SQLite backend
+#   (dbstore, no Ceph cluster; test/harness/s3.ts). Its libraries come from trixie too (libssl3t64,
+#   libcurl4t64 ... replace bookworm's) and /usr/bin/python3 becomes 3.13, which node-gyp 11 builds the
+#   addon with.
 #
 # Idempotent: does nothing but a few dpkg queries when everything is already in place.
 set -euo pipefail
@@ -82,7 +86,9 @@ if ! ls /var/lib/apt/lists/*_dists_trixie_InRelease >/dev/null 2>&1 ||
    ! ls /var/lib/apt/lists/*_dists_sid_InRelease >/dev/null 2>&1; then
   need_update=1
 fi
-if [ ${#missing[@]} -gt 0 ] || [ $criu_ok -eq 0 ]; then need_update=1; fi
+radosgw_ok=0
+installed radosgw && radosgw_ok=1
+if [ ${#missing[@]} -gt 0 ] || [ $criu_ok -eq 0 ] || [ $radosgw_ok -eq 0 ]; then need_update=1; fi
 
 if [ $need_update -eq 1 ]; then
   say "apt-get update"
@@ -106,7 +112,16 @@ if [ $criu_ok -eq 0 ]; then
   apt-get install -y -qq --no-install-recommends -t sid "${TRIXIE_PKGS[@]}" >/dev/null
 fi
 
+if [ $radosgw_ok -eq 0 ]; then
+  # radosgw needs libnl-route-3-200, which must be the version of the libnl-3-200 already there (sid's,
+  # brought by CRIU 4.2): trixie's would need trixie's libnl-3-200, and apt finds no solution.
+  say "installing radosgw from trixie"
+  nl=$(dpkg-query -W -f='${Version}' libnl-3-200 2>/dev/null || true)
+  apt-get install -y -qq --no-install-recommends -t trixie radosgw ${nl:+"libnl-route-3-200=$nl"} >/dev/null
+fi
+
 command -v containerd >/dev/null || die "containerd missing after install"
+command -v radosgw >/dev/null && command -v radosgw-admin >/dev/null || die "radosgw missing after install"
 command -v runc >/dev/null || die "runc missing after install"
 command -v iptables-restore >/dev/null || die "iptables-restore missing after install"
 [ -x /bin/busybox ] || die "/bin/busybox missing after install"
@@ -114,4 +129,4 @@ command -v iptables-restore >/dev/null || die "iptables-restore missing after in
 # No `| grep -q` / `| head`: an early exit of the reader SIGPIPEs the writer, failing under pipefail.
 criu_version=$(criu --version | awk '/^Version:/ { print $2 }')
 dpkg --compare-versions "$criu_version" ge "$CRIU_MIN" || die "CRIU >= $CRIU_MIN expected, got '${criu_version}'"
-say "system packages ok (containerd $(containerd --version | awk '{ print $3 }'), criu $criu_version)"
+say "system packages ok (containerd $(containerd --version | awk '{ print $3 }'), criu $criu_version, radosgw $(dpkg-query -W -f='${Version}' radosgw))"
