@@ -86,6 +86,8 @@ export class AgentClient {
   listSnapshots = this.unary('ListSnapshots');
   deleteSnapshot = this.unary('DeleteSnapshot');
   moveSnapshot = this.unary('MoveSnapshot');
+  verifySnapshot = this.unary('VerifySnapshot');
+  collectGarbage = this.unary('CollectGarbage');
   gpus = this.unary('Gpus');
   health = this.unary('Health');
   version = this.unary('Version');

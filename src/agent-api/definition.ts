@@ -52,6 +52,8 @@ export interface AgentMethods {
   ListSnapshots: [I<'ListSnapshotsRequest'>, I<'ListSnapshotsResponse'>];
   DeleteSnapshot: [I<'DeleteSnapshotRequest'>, I<'DeleteSnapshotResponse'>];
   MoveSnapshot: [I<'MoveSnapshotRequest'>, I<'MoveSnapshotResponse'>];
+  VerifySnapshot: [I<'VerifySnapshotRequest'>, I<'VerifySnapshotResponse'>];
+  CollectGarbage: [I<'CollectGarbageRequest'>, I<'CollectGarbageResponse'>];
   Gpus: [I<'GpusRequest'>, I<'GpusResponse'>];
   Events: [I<'EventsRequest'>, I<'Event'>];
   Health: [I<'HealthRequest'>, I<'HealthResponse'>];
@@ -72,6 +74,8 @@ export const agentDefinition: { [K in AgentMethod]: grpc.MethodDefinition<Reques
   ListSnapshots: method('ListSnapshots', A.ListSnapshotsRequest, A.ListSnapshotsResponse),
   DeleteSnapshot: method('DeleteSnapshot', A.DeleteSnapshotRequest, A.DeleteSnapshotResponse),
   MoveSnapshot: method('MoveSnapshot', A.MoveSnapshotRequest, A.MoveSnapshotResponse),
+  VerifySnapshot: method('VerifySnapshot', A.VerifySnapshotRequest, A.VerifySnapshotResponse),
+  CollectGarbage: method('CollectGarbage', A.CollectGarbageRequest, A.CollectGarbageResponse),
   Gpus: method('Gpus', A.GpusRequest, A.GpusResponse),
   Events: method('Events', A.EventsRequest, A.Event, true),
   Health: method('Health', A.HealthRequest, A.HealthResponse),

@@ -41,6 +41,8 @@ export interface SnapshotBackend {
   delete(ref: string): Promise<SnapshotInfo>;
   /** Moves a snapshot to another tier. */
   move(ref: string, tier: string): Promise<MoveResult>;
+  verify: SnapshotTiers['verify'];
+  collectGarbage: SnapshotTiers['collectGarbage'];
   /** Finishes what a killed agent left in the directory (deletions cut short, abandoned checkpoints). */
   removeOrphans(): Promise<string[]>;
   /** Reads the chunk tiers' indexes (start). */
@@ -91,6 +93,8 @@ export function snapshotBackend(snapshotDir: string, stores: Partial<Record<'dis
     list: (namespace, id) => tiers.list(namespace, id),
     delete: (ref) => tiers.delete(ref),
     move: (ref, tier) => tiers.move(ref, tierOf(tier)),
+    verify: (ref) => tiers.verify(ref),
+    collectGarbage: (graceMs) => tiers.collectGarbage(graceMs),
     removeOrphans: () => dir.removeOrphans(),
     load: (warn) => tiers.load(warn),
   };
@@ -201,6 +205,16 @@ export function agentHandlers(deps: ServiceDeps, log: Logger): grpc.UntypedServi
       const m = await backend.move(req.snapshot, req.tier);
       return { snapshot: snapshot(m.snapshot), bytesWritten: u64(m.bytesWritten), durationMs: m.durationMs };
     }),
+    VerifySnapshot: unary('VerifySnapshot', async (req) => {
+      if (!req.snapshot) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the snapshot to verify is required (its id or a unique prefix)');
+      const v = await backend.verify(req.snapshot);
+      return { snapshot: snapshot(v.snapshot), verified: v.verified, bytesRead: u64(v.bytesRead), durationMs: v.durationMs };
+    }),
+    CollectGarbage: unary('CollectGarbage', async (req) => ({
+      tiers: (await backend.collectGarbage((req.graceS || 3600) * 1000)).map((t) => ({
+        tier: t.tier, deletedChunks: u64(t.deleted), freedBytes: u64(t.freedBytes), keptChunks: u64(t.kept),
+      })),
+    })),
     Gpus: unary('Gpus', async (_req, signal) => {
       const [inv, views] = await Promise.all([gpuInventory(), ctx.workloads.list('', { signal })]);
       return {

@@ -207,6 +207,22 @@ export const COMMANDS: Record<string, CommandHelp> = {
       EXIT_CODES,
     ],
   },
+  'snapshots verify': {
+    synopsis: ['snapshots verify <snapshot> [--agent SOCKET] [--timeout SECONDS] [--json]'],
+    description: 'read every byte of a snapshot, in each tier holding it, against the sha256 digests of its manifest',
+    options: [['--agent SOCKET', 'the node agent\'s socket (default $KYBERNATE_AGENT, else /run/kybernate/agent.sock)'], ['--json', 'print the tiers verified and the bytes read as JSON']],
+    notes: ['A mismatch exits 1 with KYB_ERR_CHECKPOINT_INVALID, naming the tier and the file or chunk. Needs the agent.', EXIT_CODES],
+  },
+  'snapshots gc': {
+    synopsis: ['snapshots gc [--grace SECONDS] [--agent SOCKET] [--timeout SECONDS] [--json]'],
+    description: 'delete the chunks no snapshot references any more in the disk and s3 tiers',
+    options: [
+      ['--grace SECONDS', 'keep unreferenced chunks younger than this (a checkpoint may be writing them; default 3600)'],
+      ['--agent SOCKET', 'the node agent\'s socket (default $KYBERNATE_AGENT, else /run/kybernate/agent.sock)'],
+      ['--json', 'print each tier\'s deleted and kept chunks and the bytes freed as JSON'],
+    ],
+    notes: ['Needs the agent (kybernate-agent).', EXIT_CODES],
+  },
   version: {
     synopsis: ['version'],
     description: 'print the version',
@@ -214,7 +230,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
 };
 
 /** The commands made of subcommands, and theirs. */
-const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm', 'mv'], activator: ['status'] };
+const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm', 'mv', 'verify', 'gc'], activator: ['status'] };
 
 /** The help key of a command line: "process checkpoint" for `process checkpoint ...`, else the command. */
 export function helpKey(cmd: string, rest: readonly string[]): string | undefined {

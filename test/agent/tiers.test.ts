@@ -112,6 +112,27 @@ suite(`snapshot tiers through the agent${lacks ? ` (skipped: ${lacks})` : ''}`, 
     expect(all.map((x) => x.tiers)).toEqual([['disk'], ['disk']]);
   });
 
+  it('verify reads every copy; rm then gc frees the chunks only the removed snapshot held', async () => {
+    const [first, second] = await ls();
+    const v = await cli('snapshots', 'verify', second!.id, '--json');
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect(JSON.parse(v.stdout)).toMatchObject({ verified: ['disk'] });
+    const count = (): number => readdirSync(join(chunks, 'chunks')).reduce((n, d) => n + readdirSync(join(chunks, 'chunks', d)).length, 0);
+    const before = count();
+    expect((await cli('snapshots', 'rm', first!.id, '-n', ns)).code).toBe(0);
+    // Within the grace period nothing goes; with a 1 s grace after a pause, the removed snapshot's own chunks do.
+    const kept = await cli('snapshots', 'gc', '--json');
+    expect(JSON.parse(kept.stdout).tiers.find((t: { tier: string }) => t.tier === 'disk')).toMatchObject({ deletedChunks: 0 });
+    await new Promise((r) => setTimeout(r, 1500));
+    const gc = await cli('snapshots', 'gc', '--grace', '1', '--json');
+    expect(gc.code, gc.stdout + gc.stderr).toBe(0);
+    const disk = (JSON.parse(gc.stdout) as { tiers: Array<{ tier: string; deletedChunks: number; freedBytes: number }> }).tiers.find((t) => t.tier === 'disk')!;
+    expect(disk.deletedChunks).toBeGreaterThan(0);
+    expect(count()).toBe(before - disk.deletedChunks);
+    // The remaining snapshot is whole.
+    expect((await cli('snapshots', 'verify', second!.id)).code).toBe(0);
+  });
+
   it('a corrupted chunk: restore refused naming it, no task left, the snapshot still listed', async () => {
     const newest = (await ls()).at(-1)!;
     const index = JSON.parse(readFileSync(join(chunks, 'indexes', `${newest.id.slice('sha256:'.length)}.json`), 'utf8')) as { files: Array<{ path: string; size: number; chunks: Array<{ digest: string }> }> };

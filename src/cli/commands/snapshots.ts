@@ -1,5 +1,6 @@
-// `kybernate snapshots ls|rm|mv`: the snapshots in the agent's tiers (ListSnapshots), deleting one
-// (DeleteSnapshot) and moving one to another tier (MoveSnapshot). Both are scoped to a namespace (-n, default "default") unless -A: rm
+// `kybernate snapshots ls|rm|mv|verify|gc`: the snapshots in the agent's tiers (ListSnapshots), deleting one
+// (DeleteSnapshot), moving one to another tier (MoveSnapshot), reading one whole against its manifest
+// (VerifySnapshot) and deleting the chunks nothing references (CollectGarbage). Both are scoped to a namespace (-n, default "default") unless -A: rm
 // resolves its SNAPSHOT (id or hex prefix) among that namespace's snapshots first, so that a prefix
 // never removes another namespace's snapshot.
 import { parseArgs } from 'node:util';
@@ -134,6 +135,42 @@ function mv(args: string[]): Promise<number> {
   });
 }
 
+function verify(args: string[]): Promise<number> {
+  const p = parse('snapshots verify', args);
+  if (p.positionals.length !== 1) throw new UsageError(`snapshots verify: exactly one snapshot (its id or a hex prefix), got ${p.positionals.length}`);
+  const ref = checkSnapshotRef(p.positionals[0]);
+  const timeoutMs = p.timeoutMs === DEFAULT_TIMEOUT_S * 1000 ? MOVE_TIMEOUT_S * 1000 : p.timeoutMs;
+  return withOutput(p, `verifying snapshot ${ref}`, { snapshot: ref }, async (agent) => {
+    const r = await agent.verifySnapshot({ snapshot: ref }, { timeoutMs });
+    const s = r.snapshot ?? {};
+    return {
+      json: { snapshot: snapshotJson(s), verified: r.verified ?? [], bytesRead: num(r.bytesRead), durationMs: r.durationMs ?? 0 },
+      text: `snapshot ${shortSnapshot(s.id ?? '')} of ${s.namespace ?? ''}/${s.containerId ?? ''}: every byte matches its manifest in ` +
+        `${(r.verified ?? []).join(', ')} (${bytes(num(r.bytesRead))} read, ${(r.durationMs ?? 0).toFixed(1)} ms)\n`,
+    };
+  });
+}
+
+function gc(args: string[]): Promise<number> {
+  const i = args.indexOf('--grace');
+  const grace = i >= 0 ? seconds('grace', args[i + 1]) : undefined;
+  const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args;
+  const p = parse('snapshots gc', rest);
+  if (p.positionals.length > 0) throw new UsageError('snapshots gc: takes no arguments');
+  const timeoutMs = p.timeoutMs === DEFAULT_TIMEOUT_S * 1000 ? MOVE_TIMEOUT_S * 1000 : p.timeoutMs;
+  return withOutput(p, 'collecting unreferenced chunks', {}, async (agent) => {
+    // --grace 0 is 0 s, which the API reads as "the default": send 1 s, the least it takes.
+    const graceS = grace === undefined ? 0 : Math.max(1, Math.round(grace / 1000));
+    const tiers = (await agent.collectGarbage({ graceS }, { timeoutMs })).tiers ?? [];
+    const rows = tiers.map((t) => ({ tier: t.tier ?? '', deletedChunks: num(t.deletedChunks), freedBytes: num(t.freedBytes), keptChunks: num(t.keptChunks) }));
+    return {
+      json: { tiers: rows },
+      text: rows.length === 0 ? 'no chunk tiers are configured (the agent\'s "storage" key)\n'
+        : columns(['TIER', 'DELETED', 'FREED', 'KEPT'], rows.map((r) => [r.tier, String(r.deletedChunks), bytes(r.freedBytes), String(r.keptChunks)])),
+    };
+  });
+}
+
 export async function snapshotsCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   switch (sub) {
@@ -143,9 +180,13 @@ export async function snapshotsCommand(args: string[]): Promise<number> {
       return rm(rest);
     case 'mv':
       return mv(rest);
+    case 'verify':
+      return verify(rest);
+    case 'gc':
+      return gc(rest);
     case undefined:
-      throw new UsageError('snapshots: give a subcommand, ls, rm or mv');
+      throw new UsageError('snapshots: give a subcommand, ls, rm, mv, verify or gc');
     default:
-      throw new UsageError(`snapshots: unknown subcommand ${sub} (ls, rm or mv)`);
+      throw new UsageError(`snapshots: unknown subcommand ${sub} (ls, rm, mv, verify or gc)`);
   }
 }
