@@ -87,6 +87,7 @@ export class AgentClient {
   deleteSnapshot = this.unary('DeleteSnapshot');
   moveSnapshot = this.unary('MoveSnapshot');
   verifySnapshot = this.unary('VerifySnapshot');
+  pinSnapshot = this.unary('PinSnapshot');
   collectGarbage = this.unary('CollectGarbage');
   gpus = this.unary('Gpus');
   health = this.unary('Health');

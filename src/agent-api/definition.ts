@@ -53,6 +53,7 @@ export interface AgentMethods {
   DeleteSnapshot: [I<'DeleteSnapshotRequest'>, I<'DeleteSnapshotResponse'>];
   MoveSnapshot: [I<'MoveSnapshotRequest'>, I<'MoveSnapshotResponse'>];
   VerifySnapshot: [I<'VerifySnapshotRequest'>, I<'VerifySnapshotResponse'>];
+  PinSnapshot: [I<'PinSnapshotRequest'>, I<'PinSnapshotResponse'>];
   CollectGarbage: [I<'CollectGarbageRequest'>, I<'CollectGarbageResponse'>];
   Gpus: [I<'GpusRequest'>, I<'GpusResponse'>];
   Events: [I<'EventsRequest'>, I<'Event'>];
@@ -75,6 +76,7 @@ export const agentDefinition: { [K in AgentMethod]: grpc.MethodDefinition<Reques
   DeleteSnapshot: method('DeleteSnapshot', A.DeleteSnapshotRequest, A.DeleteSnapshotResponse),
   MoveSnapshot: method('MoveSnapshot', A.MoveSnapshotRequest, A.MoveSnapshotResponse),
   VerifySnapshot: method('VerifySnapshot', A.VerifySnapshotRequest, A.VerifySnapshotResponse),
+  PinSnapshot: method('PinSnapshot', A.PinSnapshotRequest, A.PinSnapshotResponse),
   CollectGarbage: method('CollectGarbage', A.CollectGarbageRequest, A.CollectGarbageResponse),
   Gpus: method('Gpus', A.GpusRequest, A.GpusResponse),
   Events: method('Events', A.EventsRequest, A.Event, true),

@@ -26,6 +26,8 @@ export interface AgentConfig {
   configFile?: string;
   /** The snapshot tiers below the snapshot directory (the file's "storage" key; src/storage/config.ts). */
   storage: StorageConfig;
+  /** The file has a "storage" key: the storage policy runs (hsm.ts). */
+  storageConfigured: boolean;
 }
 
 /** Each key: its flag, its default, and what it sets (the usage text and the example file say the same). */
@@ -101,6 +103,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     // The ram tier is the snapshot directory: --snapshot-dir, else storage.ram.dir, else the default.
     snapshotDir: value('snapshot-dir') ?? (typeof ramDir === 'string' ? storage.ram.dir : '/var/lib/kybernate/snapshots'),
     storage,
+    storageConfigured: fromFile.storage !== undefined,
     logLevel: value('log-level') ?? 'info',
     configFile: file,
   };

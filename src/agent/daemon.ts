@@ -5,7 +5,7 @@ import type http from 'node:http';
 import type { Logger } from 'pino';
 import { ContainerdClient } from '../containerd/client';
 import type { ChunkStore } from '../storage/chunk-store';
-import type { StorageConfig } from '../storage/config';
+import { toPolicy, type StorageConfig } from '../storage/config';
 import { DiskChunkStore } from '../storage/disk-store';
 import { S3ChunkStore } from '../storage/s3-store';
 import { ShimClient } from '../shim-client/client';
@@ -39,7 +39,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
   const containerd = new ContainerdClient({ address: cfg.containerdAddress });
   const metrics = new AgentMetrics();
   const stores = await openStores(cfg.storage);
-  const backend = snapshotBackend(cfg.snapshotDir, stores);
+  const backend = snapshotBackend(cfg.snapshotDir, stores, cfg.storageConfigured ? { config: toPolicy(cfg.storage), log } : undefined);
   await backend.load((msg) => log.warn(msg)).catch((err: Error) => log.warn({ err: err.message }, 'cannot list the chunk tiers\' snapshots'));
   for (const w of cfg.storage.warnings) log.warn(w);
   const workloads = new Workloads({ containerd, containerdState: cfg.containerdState, snapshots: backend.index, gpuMemory: new GpuMemory(), log });
@@ -100,6 +100,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
         metricsServer.close(() => r());
         metricsServer.closeAllConnections(); // a scraper's keep-alive connection would hold close() up
       });
+      backend.close();
       await ShimClient.closeShared();
       (stores.s3 as S3ChunkStore | undefined)?.close();
       containerd.close();

@@ -20,6 +20,8 @@ import { gpuInventory } from './gpus';
 import type { OperationKind, Operations } from './operations';
 import { SnapshotDirectory, type SnapshotInfo } from './snapshots';
 import { SnapshotTiers, isTier, type MoveResult, type TierName } from './tiers';
+import { Hsm } from './hsm';
+import type { PolicyConfig } from '../storage/policy';
 import type { ChunkStore } from '../storage/chunk-store';
 import { resumeWorkload, suspendWorkload } from './suspend';
 import type { SnapshotIndex, WorkloadView } from './workloads';
@@ -41,12 +43,16 @@ export interface SnapshotBackend {
   delete(ref: string): Promise<SnapshotInfo>;
   /** Moves a snapshot to another tier. */
   move(ref: string, tier: string): Promise<MoveResult>;
+  /** Pins (tier) or unpins ('' ) a snapshot's copy for the storage policy. */
+  pin(ref: string, tier: string): Promise<SnapshotInfo>;
   verify: SnapshotTiers['verify'];
   collectGarbage: SnapshotTiers['collectGarbage'];
   /** Finishes what a killed agent left in the directory (deletions cut short, abandoned checkpoints). */
   removeOrphans(): Promise<string[]>;
-  /** Reads the chunk tiers' indexes (start). */
+  /** Reads the chunk tiers' indexes and starts the storage policy (start). */
   load(warn: (msg: string) => void): Promise<void>;
+  /** Stops the storage policy's timer. */
+  close(): void;
 }
 
 /**
@@ -54,9 +60,13 @@ export interface SnapshotBackend {
  * bytes and GPU memory its operations move counted. A checkpoint into a lower tier is written as plain files
  * and moved down before it returns; a restore from a lower tier brings the snapshot into ram first.
  */
-export function snapshotBackend(snapshotDir: string, stores: Partial<Record<'disk' | 's3', ChunkStore>> = {}): SnapshotBackend {
+export function snapshotBackend(snapshotDir: string, stores: Partial<Record<'disk' | 's3', ChunkStore>> = {},
+  policy?: { config: PolicyConfig; log: Logger }): SnapshotBackend {
   const dir = new SnapshotDirectory(snapshotDir);
   const tiers = new SnapshotTiers(dir, stores);
+  // The storage policy runs only where the agent's config file has a "storage" key.
+  const hsm = policy && new Hsm(tiers, policy.config, snapshotDir, policy.log);
+  const withPin = (s: SnapshotInfo): SnapshotInfo => ({ ...s, pinned: hsm?.pinned(s.id) });
   const on = (ctx: AgentContext) => ({ containerd: ctx.containerd, containerdState: ctx.containerdState, snapshots: dir });
   const tierOf = (t: string | undefined): TierName => {
     const tier = t || 'ram';
@@ -71,8 +81,12 @@ export function snapshotBackend(snapshotDir: string, stores: Partial<Record<'dis
       const r = await checkpointWorkload(on(ctx), req);
       ctx.metrics.bytesWritten(r.snapshot.sizeBytes);
       if (req.exit) ctx.metrics.gpuMemoryFreed('checkpoint', r.snapshot.gpuMemoryBytes);
-      if (tier === 'ram') return { ...r, snapshot: { ...r.snapshot, tiers: ['ram'], storedBytes: r.snapshot.sizeBytes } };
+      if (tier === 'ram') {
+        void hsm?.kick();
+        return { ...r, snapshot: { ...r.snapshot, tiers: ['ram'], storedBytes: r.snapshot.sizeBytes } };
+      }
       const m = await tiers.move(r.snapshot.id, tier);
+      void hsm?.kick();
       return {
         ...r, snapshot: m.snapshot, durationMs: r.durationMs + m.durationMs,
         steps: [...r.steps, { name: `move-${tier}`, durationMs: m.durationMs, bytes: m.bytesWritten }],
@@ -85,18 +99,34 @@ export function snapshotBackend(snapshotDir: string, stores: Partial<Record<'dis
       if (!s) throw errNotFound(`a snapshot of ${namespace}/${id}`);
       const promoted = (s.tiers ?? []).includes('ram') ? undefined : await tiers.promote(s.id, { namespace, id });
       const promoteMs = performance.now() - t0;
-      const r = await restoreWorkload(on(ctx), { ...req, snapshot: s.id });
+      hsm?.touch(s.id);
+      // Held: the storage policy moves nothing of it while the restore reads its ram copy.
+      const r = await tiers.hold(s.id, () => restoreWorkload(on(ctx), { ...req, snapshot: s.id }), { namespace, id });
       ctx.metrics.bytesRead(r.snapshot.sizeBytes);
+      void hsm?.kick();
       if (!promoted) return r;
       return { ...r, durationMs: r.durationMs + promoteMs, steps: [{ name: `promote-${(s.tiers ?? [])[0]}`, durationMs: promoteMs, bytes: s.sizeBytes }, ...r.steps] };
     },
-    list: (namespace, id) => tiers.list(namespace, id),
+    list: async (namespace, id) => (await tiers.list(namespace, id)).map(withPin),
     delete: (ref) => tiers.delete(ref),
-    move: (ref, tier) => tiers.move(ref, tierOf(tier)),
+    move: async (ref, tier) => {
+      const m = await tiers.move(ref, tierOf(tier));
+      void hsm?.kick();
+      return { ...m, snapshot: withPin(m.snapshot) };
+    },
+    pin: async (ref, tier) => {
+      if (!hsm) throw new KybernateError('KYB_ERR_FAILED_PRECONDITION', 'pins are for the storage policy, which runs only with a "storage" key in the agent\'s config file');
+      await hsm.pin(ref, tier ? tierOf(tier) : undefined);
+      return withPin(await tiers.find(ref));
+    },
     verify: (ref) => tiers.verify(ref),
     collectGarbage: (graceMs) => tiers.collectGarbage(graceMs),
     removeOrphans: () => dir.removeOrphans(),
-    load: (warn) => tiers.load(warn),
+    load: async (warn) => {
+      await tiers.load(warn);
+      hsm?.start();
+    },
+    close: () => hsm?.stop(),
   };
 }
 
@@ -205,6 +235,10 @@ export function agentHandlers(deps: ServiceDeps, log: Logger): grpc.UntypedServi
       const m = await backend.move(req.snapshot, req.tier);
       return { snapshot: snapshot(m.snapshot), bytesWritten: u64(m.bytesWritten), durationMs: m.durationMs };
     }),
+    PinSnapshot: unary('PinSnapshot', async (req) => {
+      if (!req.snapshot) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the snapshot to pin is required (its id or a unique prefix)');
+      return { snapshot: snapshot(await backend.pin(req.snapshot, req.tier ?? '')) };
+    }),
     VerifySnapshot: unary('VerifySnapshot', async (req) => {
       if (!req.snapshot) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the snapshot to verify is required (its id or a unique prefix)');
       const v = await backend.verify(req.snapshot);
@@ -292,6 +326,6 @@ function snapshot(s: SnapshotInfo): kybernate.agent.v1.ISnapshot {
   return {
     id: s.id, namespace: s.namespace, containerId: s.containerId, path: s.path, createdAt: toTimestamp(s.createdAt),
     sizeBytes: u64(s.sizeBytes), gpuMemoryBytes: u64(s.gpuMemoryBytes), exited: s.exited,
-    tiers: s.tiers ?? ['ram'], storedBytes: u64(s.storedBytes ?? s.sizeBytes),
+    tiers: s.tiers ?? ['ram'], storedBytes: u64(s.storedBytes ?? s.sizeBytes), pinned: s.pinned ?? '',
   };
 }

@@ -37,6 +37,8 @@ export interface SnapshotInfo {
   tiers?: string[];
   /** Bytes stored for it in its slowest tier (its chunks there; its files in ram). */
   storedBytes?: number;
+  /** The tier its copy is pinned in (hsm.ts), if any. */
+  pinned?: string;
 }
 
 const DELETING_PREFIX = '.deleting-';

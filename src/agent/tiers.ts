@@ -103,6 +103,34 @@ export class SnapshotTiers {
     });
   }
 
+  /** The policy's demotion: a complete copy in `to`, then the copy in `from` released (others stay). */
+  moveCopy(ref: string, from: TierName, to: TierName): Promise<void> {
+    return this.exclusive(ref, async (s) => {
+      if (!(s.tiers ?? []).includes(from)) return;
+      await this.copyTo(s, to);
+      await this.release(s, from);
+    });
+  }
+
+  /** The policy's drop: the copy in `tier` released, only while another complete copy exists. */
+  dropCopy(ref: string, tier: TierName): Promise<void> {
+    return this.exclusive(ref, async (s) => {
+      const others = (s.tiers ?? []).filter((t) => t !== tier);
+      if (others.length === 0 || !(s.tiers ?? []).includes(tier)) return;
+      await this.release(s, tier);
+    });
+  }
+
+  /** Runs fn (a restore reading the ram copy) with the snapshot held: no move or drop of it meanwhile. */
+  hold<T>(ref: string, fn: (s: SnapshotInfo) => Promise<T>, scope?: { namespace: string; id: string }): Promise<T> {
+    return this.exclusive(ref, fn, scope);
+  }
+
+  /** A move, copy or restore of the snapshot is under way. */
+  isBusy(id: string): boolean {
+    return this.busy.has(id);
+  }
+
   /** Brings a snapshot into ram (restore's promotion), keeping its other copies; its ram path. */
   promote(ref: string, scope?: { namespace: string; id: string }): Promise<SnapshotInfo> {
     return this.exclusive(ref, async (s) => {

@@ -207,6 +207,12 @@ export const COMMANDS: Record<string, CommandHelp> = {
       EXIT_CODES,
     ],
   },
+  'snapshots pin': {
+    synopsis: ['snapshots pin <snapshot> --tier ram|disk|s3 | --unpin [--agent SOCKET] [--json]'],
+    description: 'pin a snapshot\'s copy in a tier: the storage policy never moves it out of it nor deletes the snapshot',
+    options: [['--tier TIER', 'the tier (it must hold a copy there)'], ['--unpin', 'remove the pin'], ['--agent SOCKET', 'the node agent\'s socket'], ['--json', 'print the snapshot as JSON']],
+    notes: ['Needs the agent, with a "storage" key in its config file (the policy runs only then).', EXIT_CODES],
+  },
   'snapshots verify': {
     synopsis: ['snapshots verify <snapshot> [--agent SOCKET] [--timeout SECONDS] [--json]'],
     description: 'read every byte of a snapshot, in each tier holding it, against the sha256 digests of its manifest',
@@ -230,7 +236,7 @@ export const COMMANDS: Record<string, CommandHelp> = {
 };
 
 /** The commands made of subcommands, and theirs. */
-const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm', 'mv', 'verify', 'gc'], activator: ['status'] };
+const GROUPS: Record<string, string[]> = { process: ['checkpoint', 'restore'], snapshots: ['ls', 'rm', 'mv', 'pin', 'verify', 'gc'], activator: ['status'] };
 
 /** The help key of a command line: "process checkpoint" for `process checkpoint ...`, else the command. */
 export function helpKey(cmd: string, rest: readonly string[]): string | undefined {

@@ -9,7 +9,7 @@ import { readdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COUNTER, checkpointDaemonOptions, counterPast, criuMissing, removeDaemonRuntimeDirs } from '../e2e/support/checkpoint';
-import { removeContainer, runDetached, task, waitStatus } from '../e2e/support/ctr';
+import { removeContainer, runDetached, task, waitFor, waitStatus } from '../e2e/support/ctr';
 import { SHIM_RUNTIME, missingReason, startContainerd, type Containerd } from '../e2e/support/harness';
 import { s3MissingReason, startS3, type S3Server } from '../harness/s3';
 import { agentDir, kybernate, startAgent, tempDir, type Agent } from './support';
@@ -150,5 +150,47 @@ suite(`snapshot tiers through the agent${lacks ? ` (skipped: ${lacks})` : ''}`, 
     expect(err.error).toContain(`chunk ${digest}`);
     expect(await task(cd, id)).toBeUndefined();
     expect((await ls()).map((x) => x.id)).toContain(newest.id);
+  });
+
+  it('the storage policy on its own: over ram capacity → demoted to disk; retention keeps the newest; a pin holds', async () => {
+    // A second agent whose ram tier holds 1 KiB and which keeps one snapshot per workload.
+    const dir2 = agentDir();
+    const chunks2 = tempDir('chunks');
+    writeFileSync(join(dir2, 'config.json'), JSON.stringify({
+      storage: { ram: { capacity: '1KiB' }, disk: { dir: chunks2, capacity: '10GiB' }, keepPerWorkload: 1 },
+    }));
+    const a2 = await startAgent({ cd, dir: dir2 });
+    const id2 = `hsm-${process.pid}`;
+    const ls2 = async (): Promise<Snap[]> => {
+      const r = await kybernate(['snapshots', 'ls', id2, '-n', ns, '--json', '--agent', a2.socket]);
+      return (JSON.parse(r.stdout) as { snapshots: Snap[] }).snapshots;
+    };
+    try {
+      await runDetached(cd, SHIM_RUNTIME, id2, COUNTER);
+      const ck = await kybernate(['checkpoint', id2, '-n', ns, '--exit', '--json', '--agent', a2.socket]);
+      expect(ck.code, ck.stdout + ck.stderr).toBe(0);
+      const first = (JSON.parse(ck.stdout) as { snapshot: Snap }).snapshot;
+      // Written into ram, then moved down by the policy (ram is over its 1 KiB).
+      await waitFor('the policy to demote it', async () => (await ls2())[0]?.tiers.join() === 'disk');
+
+      // Restore (promoted into ram, kept on disk), then a second checkpoint: retention deletes the first.
+      expect((await kybernate(['restore', id2, '-n', ns, '--agent', a2.socket])).code).toBe(0);
+      await waitStatus(cd, id2, 'RUNNING');
+      expect((await kybernate(['checkpoint', id2, '-n', ns, '--exit', '--agent', a2.socket])).code).toBe(0);
+      await waitFor('retention and demotion', async () => {
+        const all = await ls2();
+        return all.length === 1 && all[0]!.id !== first.id && all[0]!.tiers.join() === 'disk';
+      });
+      // Pinned in disk: still there after the policy ran again (a move kicks it).
+      const only = (await ls2())[0]!;
+      const pin = await kybernate(['snapshots', 'pin', only.id, '--tier', 'disk', '--json', '--agent', a2.socket]);
+      expect(pin.code, pin.stdout + pin.stderr).toBe(0);
+      expect(JSON.parse(pin.stdout).snapshot.pinned).toBe('disk');
+      expect((await kybernate(['snapshots', 'mv', only.id, '--tier', 'disk', '--agent', a2.socket])).code).toBe(0);
+      expect((await ls2()).map((x) => x.id)).toEqual([only.id]);
+    } finally {
+      await removeContainer(cd, id2);
+      await a2.stop();
+    }
   });
 });

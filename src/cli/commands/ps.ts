@@ -23,7 +23,7 @@ export function snapshotJson(s: Snapshot): Record<string, unknown> {
     id: s.id ?? '', namespace: s.namespace ?? '', containerId: s.containerId ?? '', path: s.path ?? '',
     createdAt: fromTimestamp(s.createdAt)?.toISOString() ?? null,
     sizeBytes: num(s.sizeBytes), gpuMemoryBytes: num(s.gpuMemoryBytes), exited: s.exited ?? false,
-    tier: (s.tiers ?? [])[0] ?? 'ram', tiers: s.tiers ?? ['ram'], storedBytes: num(s.storedBytes),
+    tier: (s.tiers ?? [])[0] ?? 'ram', tiers: s.tiers ?? ['ram'], storedBytes: num(s.storedBytes), pinned: s.pinned || null,
   };
 }
 

@@ -135,6 +135,26 @@ function mv(args: string[]): Promise<number> {
   });
 }
 
+function pin(args: string[]): Promise<number> {
+  const i = args.indexOf('--tier');
+  const tier = i >= 0 ? args[i + 1] : undefined;
+  const unpin = args.includes('--unpin');
+  const rest = (i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args).filter((a) => a !== '--unpin');
+  if (unpin === (tier !== undefined)) throw new UsageError('snapshots pin: give --tier ram|disk|s3, or --unpin');
+  if (tier !== undefined && !['ram', 'disk', 's3'].includes(tier)) throw new UsageError(`snapshots pin: --tier is ram, disk or s3, not ${tier}`);
+  const p = parse('snapshots pin', rest);
+  if (p.positionals.length !== 1) throw new UsageError(`snapshots pin: exactly one snapshot (its id or a hex prefix), got ${p.positionals.length}`);
+  const ref = checkSnapshotRef(p.positionals[0]);
+  return withOutput(p, `pinning snapshot ${ref}`, { snapshot: ref }, async (agent) => {
+    const s = (await agent.pinSnapshot({ snapshot: ref, tier: tier ?? '' }, { timeoutMs: p.timeoutMs })).snapshot ?? {};
+    return {
+      json: { snapshot: snapshotJson(s) },
+      text: s.pinned ? `pinned snapshot ${shortSnapshot(s.id ?? '')} in ${s.pinned}: the storage policy keeps it there\n`
+        : `unpinned snapshot ${shortSnapshot(s.id ?? '')}\n`,
+    };
+  });
+}
+
 function verify(args: string[]): Promise<number> {
   const p = parse('snapshots verify', args);
   if (p.positionals.length !== 1) throw new UsageError(`snapshots verify: exactly one snapshot (its id or a hex prefix), got ${p.positionals.length}`);
@@ -182,11 +202,13 @@ export async function snapshotsCommand(args: string[]): Promise<number> {
       return mv(rest);
     case 'verify':
       return verify(rest);
+    case 'pin':
+      return pin(rest);
     case 'gc':
       return gc(rest);
     case undefined:
-      throw new UsageError('snapshots: give a subcommand, ls, rm, mv, verify or gc');
+      throw new UsageError('snapshots: give a subcommand, ls, rm, mv, pin, verify or gc');
     default:
-      throw new UsageError(`snapshots: unknown subcommand ${sub} (ls, rm, mv, verify or gc)`);
+      throw new UsageError(`snapshots: unknown subcommand ${sub} (ls, rm, mv, pin, verify or gc)`);
   }
 }
