@@ -87,6 +87,14 @@ export class AgentEvents implements OpEvents {
     this.publish(namespace, id, { progress: { operation, step: { name: step.name, durationMs: step.durationMs, bytes: Long.fromNumber(step.bytes ?? 0, true) } } });
   }
 
+  /** A snapshot move's bytes so far (the CLI's progress bar). */
+  moveProgress(namespace: string, id: string, snapshot: string, tier: string, done: number, total: number): void {
+    this.publish(namespace, id, { progress: {
+      operation: 'move', snapshot, step: { name: `move-${tier}`, durationMs: 0, bytes: Long.fromNumber(done, true) },
+      bytesDone: Long.fromNumber(done, true), bytesTotal: Long.fromNumber(total, true),
+    } });
+  }
+
   operationDone(kind: OperationKind, namespace: string, id: string, o: OperationOutcome): void {
     this.publish(namespace, id, { done: { operation: kind, ok: o.ok, code: o.code ?? '', message: o.message ?? '', durationMs: o.durationMs } });
   }

@@ -31,6 +31,7 @@ type Workload = kybernate.agent.v1.IWorkload;
 /** An Events client this many events behind is dropped (RESOURCE_EXHAUSTED), not buffered further. */
 export const MAX_EVENTS_BEHIND = 256;
 const HEALTH_TIMEOUT_MS = 5_000;
+const PROGRESS_EVERY_MS = 250;
 
 /** Where checkpoints, restores and snapshots are done (checkpoint.ts in the snapshot directory, tiers.ts below it). */
 export interface SnapshotBackend {
@@ -41,8 +42,8 @@ export interface SnapshotBackend {
   list(namespace?: string, id?: string): Promise<SnapshotInfo[]>;
   /** Deletes a snapshot (every tier) by id or unique hex prefix; KYB_ERR_NOT_FOUND when none matches. */
   delete(ref: string): Promise<SnapshotInfo>;
-  /** Moves a snapshot to another tier. */
-  move(ref: string, tier: string): Promise<MoveResult>;
+  /** Moves a snapshot to another tier; onProgress gets its bytes so far. */
+  move(ref: string, tier: string, onProgress?: (s: SnapshotInfo, done: number, total: number) => void): Promise<MoveResult>;
   /** Pins (tier) or unpins ('' ) a snapshot's copy for the storage policy. */
   pin(ref: string, tier: string): Promise<SnapshotInfo>;
   verify: SnapshotTiers['verify'];
@@ -109,8 +110,9 @@ export function snapshotBackend(snapshotDir: string, stores: Partial<Record<'dis
     },
     list: async (namespace, id) => (await tiers.list(namespace, id)).map(withPin),
     delete: (ref) => tiers.delete(ref),
-    move: async (ref, tier) => {
-      const m = await tiers.move(ref, tierOf(tier));
+    move: async (ref, tier, onProgress) => {
+      const s = await tiers.find(ref);
+      const m = await tiers.move(s.id, tierOf(tier), onProgress && ((done, total) => onProgress(s, done, total)));
       void hsm?.kick();
       return { ...m, snapshot: withPin(m.snapshot) };
     },
@@ -232,7 +234,14 @@ export function agentHandlers(deps: ServiceDeps, log: Logger): grpc.UntypedServi
     MoveSnapshot: unary('MoveSnapshot', async (req) => {
       if (!req.snapshot) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the snapshot to move is required (its id or a unique prefix)');
       if (!req.tier) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'the tier to move it to is required: ram, disk or s3');
-      const m = await backend.move(req.snapshot, req.tier);
+      // A few progress events a second while it runs (the CLI draws its progress bar from them).
+      let last = 0;
+      const m = await backend.move(req.snapshot, req.tier, (s, done, total) => {
+        const now = Date.now();
+        if (now - last < PROGRESS_EVERY_MS && done < total) return;
+        last = now;
+        events.moveProgress(s.namespace, s.containerId, s.id, req.tier ?? '', done, total);
+      });
       return { snapshot: snapshot(m.snapshot), bytesWritten: u64(m.bytesWritten), durationMs: m.durationMs };
     }),
     PinSnapshot: unary('PinSnapshot', async (req) => {

@@ -91,9 +91,20 @@ suite(`snapshot tiers through the agent${lacks ? ` (skipped: ${lacks})` : ''}`, 
 
   it('mv ram → s3 → disk; a second checkpoint shares most chunks; the agent restarted lists the tiers again', async () => {
     const first = (await ls())[0]!;
-    // The first snapshot down to s3 only.
+    // The first snapshot down to s3 only, with the agent's progress events watched meanwhile.
+    const client = agent.client();
+    const stream = client.events({ namespace: ns });
+    const progress: Array<{ done: number; total: number; snapshot: string }> = [];
+    stream.on((e) => {
+      if (e.progress?.operation === 'move') progress.push({ done: Number(e.progress.bytesDone), total: Number(e.progress.bytesTotal), snapshot: e.progress.snapshot ?? '' });
+    });
+    await stream.ready;
     const toS3 = await cli('snapshots', 'mv', first.id, '--tier', 's3', '-n', ns, '--json');
     expect(toS3.code, toS3.stderr).toBe(0);
+    await waitFor('the last progress event', () => progress.some((x) => x.done === x.total && x.total > 0));
+    expect(progress.every((x) => x.snapshot === first.id && x.done <= x.total)).toBe(true);
+    stream.close();
+    client.close();
     expect((await ls()).find((x) => x.id === first.id)!.tiers).toEqual(['s3']);
 
     // A second checkpoint into disk: its new chunks are a fraction of its size (the first's chunks are in s3, not

@@ -122,7 +122,13 @@ function mv(args: string[]): Promise<number> {
   const ref = checkSnapshotRef(p.positionals[0]);
   const timeoutMs = p.timeoutMs === DEFAULT_TIMEOUT_S * 1000 ? MOVE_TIMEOUT_S * 1000 : p.timeoutMs;
   return withOutput(p, `moving snapshot ${ref} to ${tier}`, { snapshot: ref, tier }, async (agent) => {
-    const r = await agent.moveSnapshot({ snapshot: ref, tier }, { timeoutMs });
+    const bar = p.json ? undefined : await moveProgressBar(agent, ref);
+    let r;
+    try {
+      r = await agent.moveSnapshot({ snapshot: ref, tier }, { timeoutMs });
+    } finally {
+      bar?.();
+    }
     const s = r.snapshot ?? {};
     const ms = r.durationMs ?? 0;
     const written = num(r.bytesWritten);
@@ -133,6 +139,36 @@ function mv(args: string[]): Promise<number> {
         `${ms > 0 ? `, ${bytes(num(s.sizeBytes) / (ms / 1000))}/s` : ''})\n`,
     };
   });
+}
+
+/**
+ * On a terminal, a progress bar on stderr from the agent's move progress events: bytes, rate and ETA.
+ * Returns the function that ends it; nothing when stderr is not a terminal.
+ */
+async function moveProgressBar(agent: AgentClient, ref: string): Promise<(() => void) | undefined> {
+  if (process.stderr.isTTY !== true) return undefined;
+  const hex = ref.replace(/^sha256:/, '');
+  const stream = agent.events({});
+  const t0 = Date.now();
+  let shown = false;
+  stream.on((e) => {
+    const pr = e.progress;
+    if (pr?.operation !== 'move' || !(pr.snapshot ?? '').replace(/^sha256:/, '').startsWith(hex)) return;
+    const done = num(pr.bytesDone);
+    const total = num(pr.bytesTotal);
+    const s = (Date.now() - t0) / 1000;
+    const rate = s > 0 ? done / s : 0;
+    const eta = rate > 0 && total > done ? `, ${Math.ceil((total - done) / rate)}s left` : '';
+    const width = 30;
+    const filled = total > 0 ? Math.round((done / total) * width) : 0;
+    shown = true;
+    process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${bytes(done)} of ${bytes(total)}, ${bytes(rate)}/s${eta}\x1b[K`);
+  }, () => {});
+  await stream.ready.catch(() => undefined);
+  return () => {
+    stream.close();
+    if (shown) process.stderr.write('\r\x1b[K');
+  };
 }
 
 function pin(args: string[]): Promise<number> {
