@@ -28,7 +28,7 @@ const S = kybernate.agent.v1.WorkloadState;
 const OP_TIMEOUT_MS = 20 * 60_000;
 const START_TIMEOUT_MS = 60_000;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const num = (x: Long | number | null | undefined): number => (x == null ? 0 : typeof x === 'number' ? x : x.toNumber());
+export const num = (x: Long | number | null | undefined): number => (x == null ? 0 : typeof x === 'number' ? x : x.toNumber());
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
 /** What the suite gives the agent path: where to record checks and samples. */
@@ -55,12 +55,14 @@ export interface AgentOptions {
   logFile: string;
   /** The agent's pid is written here, so that run.sh can kill it when the suite itself is killed. */
   pidFile: string;
+  /** Its config file (--config), e.g. the snapshot tiers' (tiers-path.ts); none: no file (the defaults and flags). */
+  config?: string;
 }
 
 type Result = kybernate.agent.v1.IOperationResult;
 
 /** A result's steps (step:pid names: the table sums them per step) with the agent's own duration and the rest of the wall. */
-function partsOf(r: Result, wallMs: number, opName: string): Record<string, number> {
+export function partsOf(r: Result, wallMs: number, opName: string): Record<string, number> {
   const parts: Record<string, number> = Object.fromEntries((r.steps ?? []).map((s) => [s.name ?? '', r1(s.durationMs ?? 0)]));
   parts[opName] = r1(r.durationMs ?? 0);
   parts.aroundMs = r1(wallMs - (r.durationMs ?? 0));
@@ -81,7 +83,7 @@ export class AgentPath {
     fs.mkdirSync(o.snapshotDir, { recursive: true, mode: 0o700 });
     const logFd = fs.openSync(o.logFile, 'a');
     this.child = spawn(o.node, [o.bundle, '--containerd-address', o.address, '--containerd-state', o.state, '--socket', o.socket,
-      '--snapshot-dir', o.snapshotDir, '--metrics', 'off'], { env: o.env, stdio: ['ignore', logFd, logFd] });
+      '--snapshot-dir', o.snapshotDir, '--metrics', 'off', ...(o.config ? ['--config', o.config] : [])], { env: o.env, stdio: ['ignore', logFd, logFd] });
     fs.closeSync(logFd);
     if (this.child.pid) fs.writeFileSync(o.pidFile, `${this.child.pid}\n`);
     const client = new AgentClient({ address: o.socket, timeoutMs: 5_000 });
@@ -122,7 +124,7 @@ export class AgentPath {
     } catch (err) {
       about = `kybernate-agent: Version/Gpus before the rounds failed: ${(err as Error).message}`;
     }
-    this.host.report.notes.push(`${about}. It ran through all container rounds (--agent 0 leaves it out), snapshots in ${o.snapshotDir}; ` +
+    this.host.report.notes.push(`${about}. It ran through all container rounds (--agent 0 leaves it out), snapshots in ${o.snapshotDir}${o.config ? ` (config file ${o.config}: ${fs.readFileSync(o.config, 'utf8').replace(/\s+/g, ' ').trim()})` : ''}; ` +
       'it watches containerd\'s task events, so after each task event of the other kybernate containers it looks at them too (shim Status, nvidia-smi)');
   }
 

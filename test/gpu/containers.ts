@@ -8,6 +8,9 @@
 //          raw restore+unlock; raw suspend + cgroup freeze / thaw + raw resume in place;
 //   agent: kybernate-agent beside containerd, and a third container of each workload suspended/resumed and
 //          checkpointed/restored through it (agent-path.ts; --agent 0 leaves it out), in the same rounds;
+//   tiers: first of all, with the agent's config file adding a disk tier on local disk, one CUDA container of
+//          --tier-gib GiB checkpointed into ram, restored, checkpointed again, moved to disk and restored from
+//          there (tiers-path.ts: restore-from-ram / move-to-disk / restore-from-disk rows; --tiers 0 leaves it out);
 //   activator: after those, kybernate-activator in front of the agent's torch container: idle → suspend, then
 //          checkpoint, a request wakes it (activator-path.ts; --activator 0 leaves it out);
 // with the answers checked after every restore/resume against those computed before the first checkpoint.
@@ -23,6 +26,7 @@ import { ActivatorPath } from './activator-path';
 import { AgentPath, type AgentCtx } from './agent-path';
 import { Ctd } from './ctd';
 import { buildGpuSpec, hostBinds, prepareRootfs, probeHost, type BindPolicy, type HostProbe } from './gpu-spec';
+import { TiersPath, chooseDiskDir, writeTierConfig } from './tiers-path';
 import { RawDriver, StockRunc, cgroupDirOf, dirBytes, exec, gpuUsedMiB, setFrozen } from './stock';
 import { FILES_DIR, cudaWorkload, torchWorkload, type Workload } from './workloads';
 import { formatTable, type Report, type Sample } from './report';
@@ -35,6 +39,8 @@ interface Args {
   suspend: boolean; group: boolean; agent: boolean;
   /** The activator rounds in front of the agent's torch container (--activator 0 skips). */
   activator: boolean;
+  /** The snapshot-tier round of the CUDA workload (--tiers 0 skips; needs the agent) and its container's GiB of device memory. */
+  tiers: boolean; tierGib: number;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -49,7 +55,7 @@ function parseArgs(argv: string[]): Args {
     raw: get('raw'), server: get('server'), gib: Number(get('gib', '4')), rounds: Number(get('rounds', '2')),
     port: Number(get('port', '18471')), only: get('only', 'cuda,torch').split(','),
     suspend: get('suspend', '1') !== '0', group: get('group', '1') !== '0', agent: get('agent', '1') !== '0',
-    activator: get('activator', '1') !== '0',
+    activator: get('activator', '1') !== '0', tiers: get('tiers', '1') !== '0', tierGib: Number(get('tier-gib', '16')),
   };
 }
 
@@ -75,6 +81,8 @@ class Suite {
   private policy: BindPolicy = {};
   agent?: AgentPath;
   activator?: ActivatorPath;
+  /** The agent's disk tier, when the tier round runs (removed at stop). */
+  private tierDisk?: string;
 
   constructor(readonly a: Args, readonly probe: HostProbe) {
     this.address = path.join(a.work, 'ctd', 'containerd.sock');
@@ -120,10 +128,23 @@ class Suite {
 
   /** kybernate-agent on this containerd, snapshots on the same tmpfs as our images; a failure skips the agent rounds only. */
   async startAgent(): Promise<void> {
+    let config: string | undefined;
+    if (this.wantTiers) {
+      // Local disk, not /dev/shm (the ram tier is there): the snapshot and some room besides.
+      const need = Math.ceil((this.a.tierGib * 1.1 + 2) * 2 ** 30);
+      const d = chooseDiskDir(['/var/tmp/kyb-gpu-tiers', path.join(this.a.work, 'tiers')], need);
+      if (d.dir) {
+        this.tierDisk = d.dir;
+        config = writeTierConfig(path.join(this.a.work, 'agent.json'), d.dir, d.freeBytes);
+        log(`disk tier in ${d.dir} (${d.why})`);
+      } else {
+        this.check(false, 'a local disk for the agent\'s disk tier (the tier round is skipped)', d.why);
+      }
+    }
     const agent = new AgentPath({
       node: this.a.node, bundle: path.join(path.dirname(this.a.cli), 'kybernate-agent.cjs'), address: this.address, state: this.state,
       namespace: NAMESPACE, socket: path.join(this.a.work, 'agent.sock'), snapshotDir: path.join(IMAGES, 'agent'), env: this.env,
-      logFile: path.join(this.a.logs, 'agent.log'), pidFile: path.join(this.a.work, 'agent.pid'),
+      logFile: path.join(this.a.logs, 'agent.log'), pidFile: path.join(this.a.work, 'agent.pid'), config,
     }, this, log);
     try {
       await agent.start();
@@ -134,8 +155,38 @@ class Suite {
     }
   }
 
+  private get wantTiers(): boolean {
+    return this.a.tiers && this.a.agent && this.a.only.includes('cuda');
+  }
+
+  /**
+   * The snapshot-tier round (tiers-path.ts): one CUDA container of --tier-gib GiB, alone on the GPU (it runs
+   * before the other containers start), driven through the agent; removed after.
+   */
+  async tierRound(): Promise<void> {
+    if (!this.wantTiers || !this.tierDisk) return;
+    if (!this.agent?.serving) {
+      this.check(false, 'cuda tiers: kybernate-agent serving (the tier round is skipped)');
+      return;
+    }
+    const w = cudaWorkload(this.a.tierGib);
+    const t: AgentCtx = { id: 'kyb-cuda-tiers', pid: 0, expected: '', used0: 0 };
+    try {
+      const t0 = performance.now();
+      await this.startOurs(w, t);
+      t.used0 = await gpuUsedMiB();
+      log(`cuda tiers: pid ${t.pid} serving ${this.a.tierGib} GiB after ${(performance.now() - t0).toFixed(0)} ms; GPU used ${t.used0} MiB; answer ${t.expected}`);
+      await new TiersPath({ socket: path.join(this.a.work, 'agent.sock'), namespace: NAMESPACE, diskDir: this.tierDisk, gib: this.a.tierGib }, this, log).run(w, t);
+    } catch (err) {
+      this.check(false, 'cuda tiers: the container started', (err as Error).stack ?? String(err));
+    } finally {
+      await this.removeOurs(t.id);
+    }
+  }
+
   async stop(): Promise<void> {
     await this.agent?.stop();
+    if (this.tierDisk) fs.rmSync(this.tierDisk, { recursive: true, force: true });
     this.ctd?.close();
     if (this.containerd && this.containerd.exitCode === null) {
       this.containerd.kill('SIGTERM');
@@ -496,6 +547,8 @@ async function main(): Promise<number> {
     await suite.startContainerd();
     await suite.detectCli();
     if (a.agent) await suite.startAgent();
+    await suite.tierRound();
+    writeReport(a, suite.report);
     for (const w of workloads) {
       try {
         await suite.pair(w);

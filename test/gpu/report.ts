@@ -8,14 +8,18 @@ export interface Sample {
    * *-rpc: Control.Suspend/Resume as one ttrpc call from the suite's running process (the node agent's way);
    * suspend/resume: the `kybernate` CLI's wall time; *-shim: the shim's own duration (durationMs of either);
    * restore-shim: the shim's runc-restore + gpu-total from its 'restored' log line; *-agent: one call to
-   * kybernate-agent (agent-path.ts).
+   * kybernate-agent (agent-path.ts); checkpoint-tier / restore-from-ram / move-to-disk / restore-from-disk: the
+   * snapshot-tier round (tiers-path.ts), in their own table.
    */
   op: 'checkpoint' | 'checkpoint-group' | 'restore' | 'restore-group' | 'restore-shim' | 'suspend' | 'resume' | 'suspend-rpc' | 'resume-rpc' | 'suspend-shim' | 'resume-shim'
-    | 'suspend-agent' | 'resume-agent' | 'checkpoint-agent' | 'restore-agent';
+    | 'suspend-agent' | 'resume-agent' | 'checkpoint-agent' | 'restore-agent'
+    | 'checkpoint-tier' | 'restore-from-ram' | 'move-to-disk' | 'restore-from-disk';
   round: number;
   /** Wall time of the whole operation as the caller sees it. */
   ms: number;
   bytes?: number;
+  /** Bytes the operation wrote where that differs from `bytes` (move-to-disk: the new chunks). */
+  written?: number;
   parts?: Record<string, number>;
   detail?: string;
 }
@@ -46,6 +50,14 @@ const OPS: Array<{ op: Sample['op']; stockOp?: Sample['op']; ours: string; stock
   { op: 'suspend-shim', stockOp: 'suspend', ours: 'the shim\'s own duration of those suspends (durationMs; rpc and CLI rounds)', stock: 'raw lock+checkpoint' },
 ];
 
+/** The snapshot-tier round's rows (tiers-path.ts): no stock counterpart; bytes = the snapshot's size. */
+const TIER_OPS: Array<{ op: Sample['op']; what: string }> = [
+  { op: 'checkpoint-tier', what: 'Agent.Checkpoint{exit} into ram (the snapshot directory on /dev/shm)' },
+  { op: 'restore-from-ram', what: 'Agent.Restore of that snapshot, in ram' },
+  { op: 'move-to-disk', what: 'Agent.MoveSnapshot{tier: disk} of the second checkpoint: FastCDC chunks sha256-named, each written to a temp file, fsynced and renamed, the index last; then the ram copy released' },
+  { op: 'restore-from-disk', what: 'Agent.Restore of it from disk only: promote-disk (the chunks read, sha256-checked and written back into ram as plain files) then the same restore as from ram' },
+];
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -72,6 +84,16 @@ export function formatTable(r: Report): string {
       out.push(`| ${w} | ${o.op} | ${fmt(om)} | ${fmt(sm)} | ${ratio === undefined ? 'n/a' : ratio.toFixed(3)} | ${ratioMin === undefined ? 'n/a' : ratioMin.toFixed(3)} | ${target} | ${ours.length}/${stock.length} |`);
     }
   }
+  const tierRows = TIER_OPS.flatMap((o) => r.samples.filter((s) => s.op === o.op));
+  if (tierRows.length) {
+    out.push('', 'Snapshot tiers (one round; MB/s = snapshot bytes / wall, decimal MB):', '',
+      '| workload | operation | round | wall ms | snapshot GiB | written GiB | MB/s | steps | detail |', '|---|---|---|---|---|---|---|---|---|');
+    for (const s of tierRows) {
+      const steps = Object.entries(s.parts ?? {}).map(([k, v]) => `${k} ${fmt(v)}`).join('; ');
+      out.push(`| ${s.workload} | ${s.op} | ${s.round} | ${fmt(s.ms)} | ${s.bytes === undefined ? '' : (s.bytes / 2 ** 30).toFixed(2)} | ` +
+        `${s.written === undefined ? '' : (s.written / 2 ** 30).toFixed(2)} | ${s.bytes && s.ms > 0 ? (s.bytes / 1e6 / (s.ms / 1000)).toFixed(0) : ''} | ${steps} | ${s.detail ?? ''} |`);
+    }
+  }
   out.push('', 'Where the time goes (median ms of each step over the rounds; a per-pid step summed over the pids of a round):', '',
     '| workload | path | operation | steps |', '|---|---|---|---|');
   const keys = [...new Set(r.samples.map((s) => `${s.workload}|${s.path}|${s.op}`))];
@@ -93,6 +115,7 @@ export function formatTable(r: Report): string {
   }
   out.push('', 'What each column times:');
   for (const o of OPS) out.push(`- ${o.op}: ours = ${o.ours}; stock = ${o.stock}`);
+  if (tierRows.length) for (const o of TIER_OPS) out.push(`- ${o.op}: ${o.what}`);
   const failed = r.checks.filter((c) => !c.ok);
   out.push('', `Checks: ${r.checks.length - failed.length} passed, ${failed.length} failed`);
   for (const c of failed) out.push(`- FAIL ${c.what}: ${c.detail.split('\n')[0]}`);

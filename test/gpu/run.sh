@@ -8,7 +8,10 @@
 #      calls, with answers verified after every restore/resume (containers.ts); and the same operations through
 #      kybernate-agent (agent-path.ts: suspend/resume and checkpoint --exit/restore of a third container); then
 #      kybernate-activator in front of the agent's torch container: idle → suspend / checkpoint, a request wakes
-#      it (activator-path.ts: wake-* rows).
+#      it (activator-path.ts: wake-* rows). First of all, the snapshot tiers: the agent gets a config file with a
+#      disk tier on local disk, and one CUDA container of KYB_GPU_TIER_GIB is checkpointed into ram, restored,
+#      checkpointed again, moved to disk and restored from there (tiers-path.ts: restore-from-ram,
+#      move-to-disk, restore-from-disk rows).
 # Needs a CUDA GPU, nvcc, nvidia-smi, python3 with torch (part 3) and root. node, containerd, runc, CRIU
 # and our bundles come from .deps/gpu (test/gpu/pack.sh) when the machine has none of its own.
 #   KYB_GPU_SIZES=1,4,8  KYB_GPU_ROUNDS=3  KYB_GPU_CRIU_GIB=4  KYB_GPU_CTR_GIB=4  KYB_GPU_CTR_ROUNDS=2
@@ -16,6 +19,8 @@
 #   KYB_GPU_CTR_SUSPEND=0 (no suspend/resume rounds)  KYB_GPU_CTR_GROUP=0 (no restores into a warm group shim)
 #   KYB_GPU_CTR_AGENT=0 (no kybernate-agent: no *-agent rows; the agent otherwise runs through all container rounds)
 #   KYB_GPU_CTR_ACTIVATOR=0 (no kybernate-activator rounds: no wake-*/sleep-* rows; they need the agent and torch)
+#   KYB_GPU_CTR_TIERS=0 (no snapshot-tier round; it needs the agent and cuda)  KYB_GPU_TIER_GIB=16 (its container's
+#   device memory: the snapshot is that much and a little more, on /dev/shm and then on /var/tmp or the work dir)
 #   KYB_GPU_OUT=<dir for results, tables and logs>
 # On a lent machine: run test/gpu/pack.sh here, send the tree with .deps/gpu carried, and run
 # `KYB_GPU_OUT=$OUT test/gpu/run.sh` there (test/gpu/RESULTS.md has the last numbers).
@@ -35,7 +40,7 @@ cleanup() {
     for id in $("$work/bin/runc" --root "$work/runc-root" list -q 2>/dev/null); do "$work/bin/runc" --root "$work/runc-root" delete -f "$id" >/dev/null 2>&1; done
     for id in $("$work/bin/runc" --root /run/containerd/runc/kyb-gpu list -q 2>/dev/null); do "$work/bin/runc" --root /run/containerd/runc/kyb-gpu delete -f "$id" >/dev/null 2>&1; done
   fi
-  rm -rf /dev/shm/kyb-gpu-images
+  rm -rf /dev/shm/kyb-gpu-images /var/tmp/kyb-gpu-tiers
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -94,7 +99,8 @@ if [ "${KYB_GPU_CONTAINERS:-1}" != 0 ]; then
       --cli "$deps/dist/kybernate.cjs" --workload "$work/workload" --raw "$work/raw-checkpoint" \
       --server "$here/torch-server.py" --gib "${KYB_GPU_CTR_GIB:-4}" --rounds "${KYB_GPU_CTR_ROUNDS:-2}" \
       --only "${KYB_GPU_CTR_ONLY:-cuda,torch}" --suspend "${KYB_GPU_CTR_SUSPEND:-1}" --group "${KYB_GPU_CTR_GROUP:-1}" \
-      --agent "${KYB_GPU_CTR_AGENT:-1}" --activator "${KYB_GPU_CTR_ACTIVATOR:-1}" || status=1
+      --agent "${KYB_GPU_CTR_AGENT:-1}" --activator "${KYB_GPU_CTR_ACTIVATOR:-1}" \
+      --tiers "${KYB_GPU_CTR_TIERS:-1}" --tier-gib "${KYB_GPU_TIER_GIB:-16}" || status=1
   else
     echo "gpu-test: skipped the container suite (no containerd.xz/runc.xz/criu.tar.xz/containers.cjs in .deps/gpu: run test/gpu/pack.sh)"
   fi
