@@ -92,6 +92,7 @@ bench: build image
 	@$(NODE) test/bench/agent.cjs
 	@$(NODE) test/bench/activator.cjs
 	@$(NODE) test/bench/wake.cjs
+	@$(NODE) test/bench/tiers.cjs
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/kybernate $(DESTDIR)$(PREFIX)/bin
