@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import Long from 'long';
 import type { Logger } from 'pino';
 import { KYB_CODE_KEY, type AgentMethod, type RequestOf, type ResponseOf } from '../agent-api/definition';
-import { KybernateError, errNotFound, toStatus } from '../errors';
+import { KybernateError, toStatus } from '../errors';
 import type { kybernate } from '../gen/proto';
 import { validateId } from '../ids';
 import { toTimestamp } from '../timestamp';
@@ -97,7 +97,8 @@ export function snapshotBackend(snapshotDir: string, stores: Partial<Record<'dis
       const { namespace, id } = req;
       const t0 = performance.now();
       const s = req.snapshot ? await tiers.find(req.snapshot, { namespace, id }) : await tiers.newest(namespace, id);
-      if (!s) throw errNotFound(`a snapshot of ${namespace}/${id}`);
+      // None anywhere: restoreWorkload refuses it with the reason that comes first (a running task, no container).
+      if (!s) return restoreWorkload(on(ctx), req);
       const promoted = (s.tiers ?? []).includes('ram') ? undefined : await tiers.promote(s.id, { namespace, id });
       const promoteMs = performance.now() - t0;
       hsm?.touch(s.id);

@@ -29,8 +29,8 @@ describe('kybernate checkpoint, restore and snapshots: the command line', () => 
       [['restore', 'web', '--snapshot', 'xyz'], 'invalid snapshot "xyz"'],
       [['checkpoint', '../etc'], 'invalid container id "../etc"'],
       [['checkpoint', 'web', '--timeout', '0'], '--timeout must be a positive number of seconds, not 0'],
-      [['snapshots'], 'snapshots: give a subcommand, ls or rm'],
-      [['snapshots', 'list'], 'snapshots: unknown subcommand list (ls or rm)'],
+      [['snapshots'], 'snapshots: give a subcommand, ls, rm, mv, pin, verify or gc'],
+      [['snapshots', 'list'], 'snapshots: unknown subcommand list (ls, rm, mv, pin, verify or gc)'],
       [['snapshots', 'ls', '--bogus'], "Unknown option '--bogus'"],
       [['snapshots', 'ls', '-A', 'web'], 'snapshots ls: a container id needs its namespace (-n), not -A'],
       [['snapshots', 'ls', '-n', 'x', '-A'], 'snapshots ls: -n and --all-namespaces exclude each other'],
@@ -123,11 +123,11 @@ describeMatrix('kybernate checkpoint, restore and snapshots through the agent', 
     const table = await cli('snapshots', 'ls');
     expect(table.code).toBe(0);
     const lines = table.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^NAMESPACE\s+ID\s+SNAPSHOT\s+CREATED\s+SIZE\s+GPU MEM\s+EXITED$/);
+    expect(lines[0]).toMatch(/^NAMESPACE\s+ID\s+SNAPSHOT\s+CREATED\s+TIER\s+SIZE\s+STORED\s+GPU MEM\s+EXITED$/);
     const rows = lines.filter((l) => l.split(/\s+/)[1] === id);
     expect(rows).toHaveLength(2);
-    expect(rows[0]).toMatch(new RegExp(`^${ns}\\s+${id}\\s+${short1}\\s+\\d+[smhd] ago\\s+${SIZE}\\s+-\\s+yes$`));
-    expect(rows[1]).toMatch(new RegExp(`^${ns}\\s+${id}\\s+${m2![1]}\\s+\\d+[smhd] ago\\s+${SIZE}\\s+-\\s+no$`));
+    expect(rows[0]).toMatch(new RegExp(`^${ns}\\s+${id}\\s+${short1}\\s+\\d+[smhd] ago\\s+ram\\s+${SIZE}\\s+${SIZE}\\s+-\\s+yes$`));
+    expect(rows[1]).toMatch(new RegExp(`^${ns}\\s+${id}\\s+${m2![1]}\\s+\\d+[smhd] ago\\s+ram\\s+${SIZE}\\s+${SIZE}\\s+-\\s+no$`));
 
     // rm is scoped to the namespace: another one does not have it.
     const elsewhere = await kybernate(['snapshots', 'rm', short1, '-n', 'kyb-no-such-ns', '--agent', agent.socket, '--json']);

@@ -18,11 +18,12 @@ const lacks = missingReason('2.1') ?? criuMissing() ?? s3MissingReason();
 const suite = lacks ? describe.skip : describe;
 
 /**
- * COUNTER with 8 MiB of random bytes (hex) held in the shell's memory: most of its pages stay the same from one
- * checkpoint to the next, as a model's weights would, so two snapshots of it share most chunks.
+ * COUNTER beside a process that holds 8 MiB of random bytes (hex) in its memory and otherwise only sleeps: its
+ * pages are the same from one checkpoint to the next, as a model's weights would be, so two snapshots of the
+ * container share most chunks. (Held by the counting shell itself, its heap would churn with every loop.)
  */
 const BIG_COUNTER = ['sh', '-c',
-  `b=$(head -c 4194304 /dev/urandom | od -An -v -tx1 | tr -d ' \\n'); ${COUNTER[2]}`];
+  `(b=$(head -c 4194304 /dev/urandom | od -An -v -tx1 | tr -d ' \\n'); while :; do sleep 3600; done) & ${COUNTER[2]}`];
 
 interface Snap { id: string; containerId: string; tier: string; tiers: string[]; sizeBytes: number; storedBytes: number }
 

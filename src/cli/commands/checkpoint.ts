@@ -51,6 +51,13 @@ function parse(cmd: 'checkpoint' | 'restore', args: string[]): Parsed {
 }
 
 type Result = ResponseOf<'Checkpoint'>;
+
+/** " in disk (1.2 MiB stored)" for a snapshot below ram; nothing for one in ram alone (the default). */
+function tierText(s: { tiers?: string[] | null; storedBytes?: unknown; sizeBytes?: unknown }): string {
+  const tiers = s.tiers ?? ['ram'];
+  if (tiers.length === 1 && tiers[0] === 'ram') return '';
+  return ` in ${tiers.join(', ')} (${bytes(num(s.storedBytes as number))} stored)`;
+}
 const TIERS = ['ram', 'disk', 's3'];
 
 /** "3f2a9c0e1b7d (sha256:3f2a…)": the short id the tables show, then the full one. */
@@ -74,8 +81,7 @@ export function checkpointCommand(args: string[]): Promise<number> {
       },
       text: `checkpointed container ${p.id}: ${exited ? `the task exited, ${p.id} is ${state}` : 'the task keeps running'} ` +
         `(${durationMs.toFixed(1)} ms)\n` +
-        `snapshot ${snapshotName(s.id ?? '')}, ${bytes(num(s.sizeBytes))} in ${(s.tiers ?? ['ram']).join(', ')}` +
-        `${num(s.storedBytes) !== num(s.sizeBytes) ? ` (${bytes(num(s.storedBytes))} stored)` : ''}, GPU memory saved: ` +
+        `snapshot ${snapshotName(s.id ?? '')}, ${bytes(num(s.sizeBytes))}${tierText(s)}, GPU memory saved: ` +
         `${gpu > 0 || pids.length > 0 ? `${bytes(gpu)} of ${plural(pids.length, 'process')}` : 'none'}\n${stepTable(steps)}\n`,
     };
   });
