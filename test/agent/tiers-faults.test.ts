@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COUNTER, checkpointDaemonOptions, counterPast, criuMissing, removeDaemonRuntimeDirs } from '../e2e/support/checkpoint';
 import { removeContainer, runDetached, waitStatus } from '../e2e/support/ctr';
 import { SHIM_RUNTIME, missingReason, startContainerd, type Containerd } from '../e2e/support/harness';
+import { prng } from '../e2e/support/prng';
 import { CLI, agentDir, kybernate, startAgent, tempDir, type Agent } from './support';
 
 const lacks = missingReason('2.1') ?? criuMissing();
@@ -21,17 +22,6 @@ const BIG_COUNTER = ['sh', '-c', `b=$(head -c 12582912 /dev/urandom | od -An -v 
 
 interface Snap { id: string; tiers: string[] }
 
-/** mulberry32: the kill moments, the same every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 suite(`snapshot tiers under faults${lacks ? ` (skipped: ${lacks})` : ''}`, () => {
   let cd: Containerd;

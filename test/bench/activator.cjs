@@ -18,7 +18,7 @@ const os = require('node:os');
 const path = require('node:path');
 const autocannon = require('autocannon');
 const { REPO } = require('./helpers.cjs');
-const { Cleanup, ms, diff, ratio, table } = require('./agent-support.cjs');
+const { ms, diff, ratio, runBench, table } = require('./agent-support.cjs');
 
 const ACTIVATOR_BIN = process.env.KYBERNATE_ACTIVATOR_BIN ?? path.join(REPO, 'bin', 'kybernate-activator');
 const NGINX = '/usr/sbin/nginx';
@@ -290,22 +290,4 @@ function nginxVersionOf() {
   });
 }
 
-const cleanup = new Cleanup();
-let finishing = false;
-async function finish(code) {
-  if (finishing) return;
-  finishing = true;
-  await cleanup.runAll();
-  process.exit(cleanup.failed ? 1 : code);
-}
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    void finish(130);
-  });
-}
-main(cleanup).then(() => finish(0), (err) => {
-  if (finishing) return;
-  console.error(err instanceof Error ? err.stack : err);
-  void finish(1);
-});
+runBench(main);

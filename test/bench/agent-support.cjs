@@ -245,4 +245,30 @@ function table(rows) {
   return rows.map((r) => `  ${r.map((cell, c) => (c === 0 ? String(cell).padEnd(widths[c]) : String(cell).padStart(widths[c]))).join('   ')}`).join('\n');
 }
 
-module.exports = { AGENT_BIN, Cleanup, PlainRunc, removeNamespaceCgroups, startAgent, timed, ms, diff, ratio, table };
+/**
+ * Runs a bench's main(cleanup) and exits: 0, 1 when it (or its cleanup) failed, 130 on SIGINT/SIGTERM; the
+ * cleanups run once however it ends.
+ */
+function runBench(main) {
+  const cleanup = new Cleanup();
+  let finishing = false;
+  const finish = async (code) => {
+    if (finishing) return;
+    finishing = true;
+    await cleanup.runAll();
+    process.exit(cleanup.failed ? 1 : code);
+  };
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.on(sig, () => {
+      console.error(`\n${sig}: cleaning up`);
+      void finish(130);
+    });
+  }
+  main(cleanup).then(() => finish(0), (err) => {
+    if (finishing) return; // interrupted: what failed after that is the cleanup's doing
+    console.error(err instanceof Error ? err.stack : err);
+    void finish(1);
+  });
+}
+
+module.exports = { AGENT_BIN, Cleanup, PlainRunc, removeNamespaceCgroups, runBench, startAgent, timed, ms, diff, ratio, table };

@@ -16,7 +16,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { loadHelpers, median } = require('./helpers.cjs');
-const { AGENT_BIN, Cleanup, PlainRunc, removeNamespaceCgroups, startAgent, timed, ms, diff, ratio, table } = require('./agent-support.cjs');
+const { AGENT_BIN, PlainRunc, removeNamespaceCgroups, runBench, startAgent, timed, ms, diff, ratio, table } = require('./agent-support.cjs');
 
 const SUSPEND_N = Number(process.env.KYBERNATE_BENCH_SUSPEND_N ?? 7);
 const CKPT_N = Number(process.env.KYBERNATE_BENCH_CKPT_N ?? 5);
@@ -289,22 +289,4 @@ async function main(cleanup) {
   if (ran === 0) throw new Error('no containerd version available to benchmark');
 }
 
-const cleanup = new Cleanup();
-let finishing = false;
-async function finish(code) {
-  if (finishing) return;
-  finishing = true;
-  await cleanup.runAll();
-  process.exit(cleanup.failed ? 1 : code);
-}
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    void finish(130);
-  });
-}
-main(cleanup).then(() => finish(0), (err) => {
-  if (finishing) return; // interrupted: what failed after that is the cleanup's doing
-  console.error(err instanceof Error ? err.stack : err);
-  void finish(1);
-});
+runBench(main);

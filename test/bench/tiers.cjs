@@ -35,7 +35,7 @@ const path = require('node:path');
 const { pipeline } = require('node:stream/promises');
 const { promisify } = require('node:util');
 const { loadHelpers, median } = require('./helpers.cjs');
-const { Cleanup, timed } = require('./agent-support.cjs');
+const { runBench, timed } = require('./agent-support.cjs');
 
 const exec = promisify(execFile);
 // The SDK's notice that its releases from 2027 need node 22 is noise here (the project runs on node 20).
@@ -406,22 +406,4 @@ async function main(cleanup) {
   console.log('  target: ram: 1.00x by construction (restore reads the tier\'s directory in place; not measured)');
 }
 
-const cleanup = new Cleanup();
-let finishing = false;
-async function finish(code) {
-  if (finishing) return;
-  finishing = true;
-  await cleanup.runAll();
-  process.exit(cleanup.failed ? 1 : code);
-}
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    void finish(130);
-  });
-}
-main(cleanup).then(() => finish(0), (err) => {
-  if (finishing) return;
-  console.error(err instanceof Error ? err.stack : err);
-  void finish(1);
-});
+runBench(main);

@@ -307,14 +307,4 @@ export function freshDir(name: string): string {
   return mkdtempSync(join(tmp, `${name}-`));
 }
 
-/** mulberry32: the same seed gives the same schedule on every run. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from './prng';
