@@ -2,17 +2,15 @@
 // line. The file's daemon keys are the flags' names (read once, at start); its "routes" (routes.ts) are
 // read again whenever the file changes or on SIGHUP, without a restart. shim-config/kybernate-activator.json
 // shows every key.
-import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { DEFAULT_AGENT_SOCKET } from '../agent-api/definition';
 import { DEFAULT_ACTIVATOR_ADMIN } from '../activator-api/status';
-import { isLoopback, parseHostPort, type HostPort } from '../hostport';
+import { ConfigError, LOG_LEVELS, hostPortOption, readConfigFile, readConfigSources } from '../daemon-config';
+import { isLoopback, type HostPort } from '../hostport';
 import { parseRoutes, type RouteConfig } from './routes';
 
 export const DEFAULT_CONFIG_FILE = '/etc/kybernate/kybernate-activator.json';
 
-/** A wrong command line or config file: printed with the usage, exit code 2 (at start); logged on reload. */
-export class ConfigError extends Error {}
+export { ConfigError };
 
 export interface ActivatorConfig {
   listen: HostPort;
@@ -34,8 +32,6 @@ export const KEYS = {
 } as const;
 type Key = keyof typeof KEYS;
 
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-
 export const USAGE = `usage: kybernate-activator [options]
 
 The activator: a reverse proxy in front of Kybernate workloads that puts an idle workload to sleep
@@ -52,44 +48,22 @@ changes (or on SIGHUP), and a file that does not parse leaves the routes as they
 
 /** The configuration from `argv` (and the file it names); 'help' / 'version' when those were asked for. */
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): ActivatorConfig | 'help' | 'version' {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' },
-        ...Object.fromEntries(Object.keys(KEYS).map((k) => [k, { type: 'string' as const }])),
-      },
-      allowPositionals: false,
-      strict: true,
-    });
-  } catch (err) {
-    throw new ConfigError((err as Error).message);
-  }
-  const flags = parsed.values as Record<string, string | boolean | undefined>;
-  if (flags.help) return 'help';
-  if (flags.version) return 'version';
-
-  const explicit = typeof flags.config === 'string' ? flags.config : undefined;
-  const file = explicit ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
-  const fromFile = file === undefined ? {} : readConfigFile(file);
-  const value = (k: Key): string | undefined => {
-    const v = flags[k] ?? fromFile[k];
-    if (v !== undefined && typeof v !== 'string') throw new ConfigError(`config file ${file}: ${k} must be a string`);
-    return v === '' ? undefined : v;
-  };
+  const sources = readConfigSources(argv, Object.keys(KEYS), DEFAULT_CONFIG_FILE, ['routes']);
+  if (typeof sources === 'string') return sources;
+  const { file, fromFile } = sources;
+  const value = (k: Key): string | undefined => sources.value(k);
   const cfg: ActivatorConfig = {
-    listen: hostPort('listen', value('listen') ?? '127.0.0.1:8480'),
+    listen: hostPortOption('listen', value('listen') ?? '127.0.0.1:8480'),
     agent: value('agent') ?? (env.KYBERNATE_AGENT || DEFAULT_AGENT_SOCKET),
     admin: value('admin') ?? DEFAULT_ACTIVATOR_ADMIN,
     logLevel: value('log-level') ?? 'info',
     configFile: file,
     routes: file === undefined ? [] : routesOf(file, fromFile),
   };
-  if (!LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level must be one of ${LEVELS.join(', ')}, not ${cfg.logLevel}`);
+  if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${cfg.logLevel}`);
   const metrics = value('metrics') ?? '127.0.0.1:9465';
   if (metrics !== 'off') {
-    cfg.metrics = hostPort('metrics', metrics);
+    cfg.metrics = hostPortOption('metrics', metrics);
     if (!isLoopback(cfg.metrics.host)) {
       throw new ConfigError(`--metrics ${metrics}: the metrics are served without authentication, so only on a loopback address; "off" disables them`);
     }
@@ -99,7 +73,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
 /** The routes of the config file as it is now (a reload); throws ConfigError, naming the file, when it is wrong. */
 export function reloadRoutes(file: string): RouteConfig[] {
-  return routesOf(file, readConfigFile(file));
+  return routesOf(file, readConfigFile(file, Object.keys(KEYS), ['routes']));
 }
 
 function routesOf(file: string, data: Record<string, unknown>): RouteConfig[] {
@@ -108,25 +82,4 @@ function routesOf(file: string, data: Record<string, unknown>): RouteConfig[] {
   } catch (err) {
     throw new ConfigError(`config file ${file}: ${(err as Error).message}`);
   }
-}
-
-function readConfigFile(file: string): Record<string, unknown> {
-  let data: unknown;
-  try {
-    data = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new ConfigError(`config file ${file}: ${(err as Error).message}`);
-  }
-  if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new ConfigError(`config file ${file}: not a JSON object`);
-  for (const k of Object.keys(data)) {
-    if (k.startsWith('//') || k === 'routes' || k in KEYS) continue;
-    throw new ConfigError(`config file ${file}: unknown key ${JSON.stringify(k)} (the keys are ${[...Object.keys(KEYS), 'routes'].join(', ')})`);
-  }
-  return data as Record<string, unknown>;
-}
-
-function hostPort(flag: string, s: string): HostPort {
-  const hp = parseHostPort(s);
-  if (!hp) throw new ConfigError(`--${flag} must be HOST:PORT, not ${s}`);
-  return hp;
 }

@@ -1,16 +1,14 @@
 // kybernate-agent's configuration: built-in defaults, then a JSON file (--config; its keys are the flags'
 // names, and keys starting with "//" are comments), then the command line. shim-config/kybernate-agent.json
 // lists every key with its default.
-import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { DEFAULT_AGENT_SOCKET } from '../agent-api/definition';
-import { isLoopback, parseHostPort, type HostPort } from '../hostport';
+import { ConfigError, LOG_LEVELS, hostPortOption, readConfigSources } from '../daemon-config';
+import { isLoopback, type HostPort } from '../hostport';
 import { StorageConfigError, parseStorageConfig, type StorageConfig } from '../storage/config';
 
 export const DEFAULT_CONFIG_FILE = '/etc/kybernate/kybernate-agent.json';
 
-/** A wrong command line or config file: printed with the usage, exit code 2. */
-export class ConfigError extends Error {}
+export { ConfigError };
 
 export interface AgentConfig {
   containerdAddress: string;
@@ -45,8 +43,6 @@ export const KEYS = {
 } as const;
 type Key = keyof typeof KEYS;
 
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-
 export const USAGE = `usage: kybernate-agent [options]
 
 The node agent: one gRPC door to every Kybernate workload on this node.
@@ -61,31 +57,10 @@ Options on the command line override the file.
 
 /** The configuration from `argv` (and the file it names); 'help' / 'version' when those were asked for. */
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): AgentConfig | 'help' | 'version' {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' },
-        ...Object.fromEntries(Object.keys(KEYS).map((k) => [k, { type: 'string' as const }])),
-      },
-      allowPositionals: false,
-      strict: true,
-    });
-  } catch (err) {
-    throw new ConfigError((err as Error).message);
-  }
-  const flags = parsed.values as Record<string, string | boolean | undefined>;
-  if (flags.help) return 'help';
-  if (flags.version) return 'version';
-
-  const explicit = typeof flags.config === 'string' ? flags.config : undefined;
-  const file = explicit ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
-  const fromFile = file === undefined ? {} : readFile(file);
-  const value = (k: Key): string | undefined => {
-    const v = flags[k] ?? fromFile[k];
-    return typeof v === 'string' && v !== '' ? v : undefined;
-  };
+  const sources = readConfigSources(argv, Object.keys(KEYS), DEFAULT_CONFIG_FILE, ['storage']);
+  if (typeof sources === 'string') return sources;
+  const { file, fromFile } = sources;
+  const value = (k: Key): string | undefined => sources.value(k);
 
   let storage: StorageConfig;
   try {
@@ -107,7 +82,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     logLevel: value('log-level') ?? 'info',
     configFile: file,
   };
-  if (!LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level must be one of ${LEVELS.join(', ')}, not ${cfg.logLevel}`);
+  if (!LOG_LEVELS.includes(cfg.logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${cfg.logLevel}`);
 
   const tcp = value('tcp');
   const tls = { ca: value('tls-ca'), cert: value('tls-cert'), key: value('tls-key') };
@@ -115,40 +90,17 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     if (!tls.ca || !tls.cert || !tls.key) {
       throw new ConfigError('--tcp is mutual TLS only: give --tls-ca (the CA that signs client certificates), --tls-cert and --tls-key');
     }
-    cfg.tcp = { ...hostPort('tcp', tcp), ca: tls.ca, cert: tls.cert, key: tls.key };
+    cfg.tcp = { ...hostPortOption('tcp', tcp), ca: tls.ca, cert: tls.cert, key: tls.key };
   } else if (tls.ca || tls.cert || tls.key) {
     throw new ConfigError('--tls-ca, --tls-cert and --tls-key are for --tcp, which is not set');
   }
 
   const metrics = value('metrics') ?? '127.0.0.1:9464';
   if (metrics !== 'off') {
-    cfg.metrics = hostPort('metrics', metrics);
+    cfg.metrics = hostPortOption('metrics', metrics);
     if (!isLoopback(cfg.metrics.host)) {
       throw new ConfigError(`--metrics ${metrics}: the metrics are served without authentication, so only on a loopback address (127.0.0.1:PORT, [::1]:PORT); "off" disables them`);
     }
   }
   return cfg;
-}
-
-function readFile(file: string): Record<string, unknown> {
-  let data: unknown;
-  try {
-    data = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new ConfigError(`config file ${file}: ${(err as Error).message}`);
-  }
-  if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new ConfigError(`config file ${file}: not a JSON object`);
-  for (const [k, v] of Object.entries(data)) {
-    if (k.startsWith('//') || k === 'storage') continue; // storage: an object, parsed by storage/config.ts
-    if (!(k in KEYS)) throw new ConfigError(`config file ${file}: unknown key ${JSON.stringify(k)} (the keys are ${Object.keys(KEYS).join(', ')}, storage)`);
-    if (typeof v !== 'string') throw new ConfigError(`config file ${file}: ${k} must be a string`);
-  }
-  return data as Record<string, unknown>;
-}
-
-/** HOST:PORT or [IPv6]:PORT. */
-function hostPort(flag: string, s: string): HostPort {
-  const hp = parseHostPort(s);
-  if (!hp) throw new ConfigError(`--${flag} must be HOST:PORT, not ${s}`);
-  return hp;
 }

@@ -131,17 +131,9 @@ export class SnapshotDirectory {
 
   /** The snapshot named by its id ('sha256:<hex>') or a unique prefix of the hex; NotFound otherwise. */
   async find(ref: string, scope?: { namespace: string; id: string }): Promise<SnapshotInfo> {
-    const hex = ref.startsWith('sha256:') ? ref.slice('sha256:'.length) : ref;
-    if (!/^[0-9a-f]{4,64}$/.test(hex)) {
-      throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `snapshot ${JSON.stringify(ref)}: give its id (sha256:...) or at least 4 of its hex digits`);
-    }
-    const all = await this.list(scope?.namespace, scope?.id);
-    const hits = all.filter((s) => s.id.slice('sha256:'.length).startsWith(hex));
-    if (hits.length === 0) throw errNotFound(`snapshot ${ref}${scope ? ` of ${scope.namespace}/${scope.id}` : ''}`);
-    if (hits.length > 1 && new Set(hits.map((h) => h.path)).size > 1) {
-      throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `snapshot ${ref} is ambiguous: ${hits.map((h) => h.id).join(', ')}`);
-    }
-    return hits[0]!;
+    checkRef(ref);
+    // Two directories holding the same snapshot (one id) are two things to delete: ambiguous by path here.
+    return pickSnapshot(await this.list(scope?.namespace, scope?.id), ref, scope, (s) => s.path);
   }
 
   /** Deletes one snapshot (see find for `ref`). */
@@ -187,6 +179,28 @@ export class SnapshotDirectory {
       throw err;
     }
   }
+}
+
+/** A snapshot reference must be its id (sha256:<hex>) or at least 4 of its hex digits. */
+export function checkRef(ref: string): void {
+  if (!/^[0-9a-f]{4,64}$/.test(ref.startsWith('sha256:') ? ref.slice('sha256:'.length) : ref)) {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `snapshot ${JSON.stringify(ref)}: give its id (sha256:...) or at least 4 of its hex digits`);
+  }
+}
+
+/**
+ * The one snapshot of `all` that `ref` (checked by checkRef) names: NotFound when none, INVALID_ARGUMENT when
+ * the hits are more than one thing (`distinct` tells what counts as one).
+ */
+export function pickSnapshot(all: SnapshotInfo[], ref: string, scope: { namespace: string; id: string } | undefined,
+  distinct: (s: SnapshotInfo) => string): SnapshotInfo {
+  const hex = ref.startsWith('sha256:') ? ref.slice('sha256:'.length) : ref;
+  const hits = all.filter((s) => s.id.slice('sha256:'.length).startsWith(hex));
+  if (hits.length === 0) throw errNotFound(`snapshot ${ref}${scope ? ` of ${scope.namespace}/${scope.id}` : ''}`);
+  if (new Set(hits.map(distinct)).size > 1) {
+    throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `snapshot ${ref} is ambiguous: ${hits.map((h) => h.id).join(', ')}`);
+  }
+  return hits[0]!;
 }
 
 /** A snapshot directory no live checkpoint is writing, and that holds no complete snapshot. */

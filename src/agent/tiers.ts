@@ -20,7 +20,7 @@ import { parseIndex, type SnapshotIndex as ChunkIndex } from '../storage/index-f
 import { gcChunks, packSnapshot, unpackSnapshot } from '../storage/pack';
 import { manifestProblem, type SnapshotManifest } from '../snapshot/schema';
 import { snapshotId } from '../snapshot/manifest';
-import type { SnapshotDirectory, SnapshotInfo } from './snapshots';
+import { checkRef, pickSnapshot, type SnapshotDirectory, type SnapshotInfo } from './snapshots';
 
 export type TierName = 'ram' | 'disk' | 's3';
 export const TIER_ORDER: readonly TierName[] = ['ram', 'disk', 's3'];
@@ -82,15 +82,11 @@ export class SnapshotTiers {
 
   /** By id or a unique prefix of at least 4 hex digits, in any tier. */
   async find(ref: string, scope?: { namespace: string; id: string }): Promise<SnapshotInfo> {
-    const hex = ref.startsWith('sha256:') ? ref.slice('sha256:'.length) : ref;
-    if (!/^[0-9a-f]{4,64}$/.test(hex)) {
-      throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `snapshot ${JSON.stringify(ref)}: give its id (sha256:...) or at least 4 of its hex digits`);
-    }
-    const hits = (await this.list(scope?.namespace, scope?.id)).filter((s) => s.id.slice('sha256:'.length).startsWith(hex));
-    if (hits.length === 0) throw errNotFound(`snapshot ${ref}${scope ? ` of ${scope.namespace}/${scope.id}` : ''}`);
-    if (hits.length > 1) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', `snapshot ${ref} is ambiguous: ${hits.map((h) => h.id).join(', ')}`);
-    return hits[0]!;
+    checkRef(ref);
+    // list() holds each id once, whatever tiers or directories hold it.
+    return pickSnapshot(await this.list(scope?.namespace, scope?.id), ref, scope, (s) => s.id);
   }
+
 
   /** Moves a snapshot to `to`: the copy there complete and verified, then the others released. */
   move(ref: string, to: TierName, onProgress?: (done: number, total: number) => void): Promise<MoveResult> {
