@@ -34,11 +34,23 @@ interface Parsed {
   socket: string;
   timeoutMs: number;
   json: boolean;
+  /** The subcommand's own options (mv and pin: --tier; pin: --unpin; gc: --grace). */
+  tier?: string;
+  unpin: boolean;
+  grace?: string;
 }
 
-function parse(cmd: string, args: string[]): Parsed {
-  const { values, positionals } = parseArgs({ args, options: FLAGS, allowPositionals: true, strict: true });
+const OWN = { tier: { type: 'string' }, unpin: { type: 'boolean' }, grace: { type: 'string' } } as const;
+
+/** The common options and `own` of the subcommand's (any other is refused, as parseArgs does). */
+function parse(cmd: string, args: string[], own: ReadonlyArray<keyof typeof OWN> = []): Parsed {
+  const options = { ...FLAGS, ...Object.fromEntries(own.map((k) => [k, OWN[k]])) } as typeof FLAGS & Partial<typeof OWN>;
+  const { values, positionals } = parseArgs({ args, options, allowPositionals: true, strict: true });
+  const v = values as typeof values & { tier?: string; unpin?: boolean; grace?: string };
   return {
+    tier: v.tier,
+    unpin: v.unpin ?? false,
+    grace: v.grace,
     namespace: namespaceOf(cmd, values),
     positionals,
     socket: agentSocket(values.agent),
@@ -113,11 +125,9 @@ function rm(args: string[]): Promise<number> {
 }
 
 function mv(args: string[]): Promise<number> {
-  const i = args.indexOf('--tier');
-  const tier = i >= 0 ? args[i + 1] : undefined;
-  const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args;
+  const p = parse('snapshots mv', args, ['tier']);
+  const { tier } = p;
   if (tier === undefined || !['ram', 'disk', 's3'].includes(tier)) throw new UsageError(`snapshots mv: --tier ram|disk|s3 is required${tier ? `, not ${tier}` : ''}`);
-  const p = parse('snapshots mv', rest);
   if (p.positionals.length !== 1) throw new UsageError(`snapshots mv: exactly one snapshot (its id or a hex prefix), got ${p.positionals.length}`);
   const ref = checkSnapshotRef(p.positionals[0]);
   const timeoutMs = p.timeoutMs === DEFAULT_TIMEOUT_S * 1000 ? MOVE_TIMEOUT_S * 1000 : p.timeoutMs;
@@ -172,13 +182,10 @@ async function moveProgressBar(agent: AgentClient, ref: string): Promise<(() => 
 }
 
 function pin(args: string[]): Promise<number> {
-  const i = args.indexOf('--tier');
-  const tier = i >= 0 ? args[i + 1] : undefined;
-  const unpin = args.includes('--unpin');
-  const rest = (i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args).filter((a) => a !== '--unpin');
+  const p = parse('snapshots pin', args, ['tier', 'unpin']);
+  const { tier, unpin } = p;
   if (unpin === (tier !== undefined)) throw new UsageError('snapshots pin: give --tier ram|disk|s3, or --unpin');
   if (tier !== undefined && !['ram', 'disk', 's3'].includes(tier)) throw new UsageError(`snapshots pin: --tier is ram, disk or s3, not ${tier}`);
-  const p = parse('snapshots pin', rest);
   if (p.positionals.length !== 1) throw new UsageError(`snapshots pin: exactly one snapshot (its id or a hex prefix), got ${p.positionals.length}`);
   const ref = checkSnapshotRef(p.positionals[0]);
   return withOutput(p, `pinning snapshot ${ref}`, { snapshot: ref }, async (agent) => {
@@ -208,10 +215,8 @@ function verify(args: string[]): Promise<number> {
 }
 
 function gc(args: string[]): Promise<number> {
-  const i = args.indexOf('--grace');
-  const grace = i >= 0 ? seconds('grace', args[i + 1]) : undefined;
-  const rest = i >= 0 ? [...args.slice(0, i), ...args.slice(i + 2)] : args;
-  const p = parse('snapshots gc', rest);
+  const p = parse('snapshots gc', args, ['grace']);
+  const grace = seconds('grace', p.grace);
   if (p.positionals.length > 0) throw new UsageError('snapshots gc: takes no arguments');
   const timeoutMs = p.timeoutMs === DEFAULT_TIMEOUT_S * 1000 ? MOVE_TIMEOUT_S * 1000 : p.timeoutMs;
   return withOutput(p, 'collecting unreferenced chunks', {}, async (agent) => {
