@@ -99,6 +99,13 @@ install: build
 	install -m 0644 dist/*.cjs $(wildcard dist/*.cjs.map) dist/kybernate.node $(DESTDIR)$(PREFIX)/lib/kybernate/
 	@for name in containerd-shim-kybernate-v2 kybernate kybernate-agent kybernate-activator; do \
 	  test -f dist/$$name.cjs || { echo "install: dist/$$name.cjs was not built" >&2; exit 1; }; \
+	  if [ -f dist/$$name.build ]; then \
+	    install -m 0755 bin/$$name $(DESTDIR)$(PREFIX)/bin/$$name; \
+	    printf '# written by make install: the native front reads it\nbuild=%s\nnode=%s\nscript=%s\n' \
+	      "$$(cat dist/$$name.build)" "$(NODE)" "$(PREFIX)/lib/kybernate/$$name.cjs" > $(DESTDIR)$(PREFIX)/bin/$$name.conf; \
+	    grep '^arg=' bin/$$name.conf >> $(DESTDIR)$(PREFIX)/bin/$$name.conf || true; \
+	    echo "install: $(DESTDIR)$(PREFIX)/bin/$$name (native front) and $$name.conf"; continue; \
+	  fi; \
 	  printf '#!%s\n'"'use strict';"'\nrequire(%s);\n' "$(NODE)" "'$(PREFIX)/lib/kybernate/$$name.cjs'" \
 	    > $(DESTDIR)$(PREFIX)/bin/$$name; \
 	  chmod 0755 $(DESTDIR)$(PREFIX)/bin/$$name; \

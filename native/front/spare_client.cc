@@ -3,6 +3,10 @@
 // kind 1, EOF, a short or garbled answer, the timeout) returns false and the caller execs Node. A kind-1
 // answer means the spare changed nothing; after a timeout the Node path is idempotent for start/delete.
 #include <errno.h>
+#include <stdio.h>
+
+#include <algorithm>
+#include <vector>
 #include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -137,13 +141,43 @@ bool Exchange(int fd, const std::string& req, int64_t deadline, SpareDone* done)
   }
 }
 
+bool IsImageVar(const char* kv) {
+  static const char* const kPrefixes[] = {"LD_", "NODE_", "UV_", "MALLOC_"};
+  for (const char* p : kPrefixes) {
+    if (strncmp(kv, p, strlen(p)) == 0) return true;
+  }
+  return strncmp(kv, "GLIBC_TUNABLES=", 15) == 0 || strncmp(kv, "KYBERNATE_ADDON=", 16) == 0;
+}
+
+// The environment key of src/shim/spare/launch.ts spareKey(): FNV-1a 64 over the sorted "K=V" entries of
+// the variables that shape a process at exec (loader, Node, libuv), each followed by a NUL. A spare booted
+// with another such environment listens under another name, so it is never asked.
+std::string EnvKey() {
+  std::vector<const char*> vars;
+  for (char** e = environ; *e != nullptr; e++) {
+    if (IsImageVar(*e)) vars.push_back(*e);
+  }
+  std::sort(vars.begin(), vars.end(), [](const char* a, const char* b) { return strcmp(a, b) < 0; });
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const char* v : vars) {
+    for (const char* c = v;; c++) {
+      h ^= static_cast<unsigned char>(*c);
+      h *= 0x100000001b3ull;
+      if (*c == '\0') break;
+    }
+  }
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
 }  // namespace
 
 bool AskSpare(const Conf& conf, int argc, char** argv, std::string_view stdin_bytes, SpareDone* done) {
   if (EnvIsZero("KYBERNATE_SHIM_SPARE") || conf.build.empty()) return false;
   const char* dir = getenv("KYBERNATE_SHIM_SPARE_DIR");
   if (dir == nullptr || *dir == '\0') dir = kDefaultDir;
-  std::string path = std::string(dir) + "/" + conf.build + ".sock";
+  std::string path = std::string(dir) + "/" + conf.build + "-" + EnvKey() + ".sock";
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path) return false;
   addr.sun_family = AF_UNIX;

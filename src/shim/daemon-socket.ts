@@ -2,8 +2,9 @@
 // containers concurrently); src/socket-lock.ts serialises "probe, remove stale, bind" so that a live
 // daemon's socket is never unlinked by a second daemon that wrongly thinks it stale.
 import * as fs from 'node:fs';
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import * as path from 'node:path';
+import { peerCredentials } from '../native';
 import { canConnect, withSocketLock } from '../socket-lock';
 
 export { canConnect } from '../socket-lock';
@@ -45,4 +46,43 @@ export async function bindGroupSocket(sock: string, server: net.Server): Promise
     await listen(server, sock);
     return server;
   });
+}
+
+/**
+ * Only root or our own user may talk to the shim (the socket is 0600 in a 0700 directory already; this
+ * is the second lock, as containerd's own shims check SO_PEERCRED).
+ */
+export function sameUser(sock: net.Socket): boolean {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) return false;
+  try {
+    const { uid } = peerCredentials(fd);
+    return uid === 0 || uid === process.getuid?.();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A group socket's server that holds connections from the moment it listens until serve() names their
+ * handler: containerd may connect as soon as the socket exists, before the Task service is wired.
+ */
+export class GroupListener {
+  readonly server: net.Server;
+  private early: net.Socket[] | null = [];
+  private handler: ((sock: net.Socket) => void) | null = null;
+
+  constructor() {
+    this.server = net.createServer((sock) => {
+      if (!sameUser(sock)) sock.destroy();
+      else if (this.handler) this.handler(sock);
+      else this.early!.push(sock);
+    });
+  }
+
+  serve(handler: (sock: net.Socket) => void): void {
+    this.handler = handler;
+    for (const sock of this.early!.splice(0)) handler(sock);
+    this.early = null;
+  }
 }

@@ -1,6 +1,7 @@
 // containerd-shim-kybernate-v2 entry point: dispatch on the action. Heavy modules load lazily so that
 // `start` and `delete` stay cheap.
 import { parseFlags } from './flags';
+import { trace } from './trace';
 
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2));
@@ -14,6 +15,8 @@ async function main(): Promise<void> {
     case 'start': return (await import('./manager/start')).start(flags);
     case 'delete': return (await import('./manager/delete')).deleteAction(flags);
     case '': return (await import('./daemon')).runDaemon(flags);
+    // A warm spare daemon (spare/spare.ts), booted by a daemon or a slow `start` for the next container group.
+    case 'spare': return (await import('./spare/spare')).runSpare();
     default: throw new Error(`unknown action ${JSON.stringify(flags.action)}`);
   }
 }
@@ -23,7 +26,12 @@ main().then(
     // One-shot actions end here even if a handle (stdin, a socket) is still open; stdout to a pipe is
     // written synchronously, so nothing is lost. The daemon keeps running on its own handles.
     const flags = parseFlags(process.argv.slice(2));
-    if (flags.action !== '' || flags.version || flags.info) process.exit(0);
+    if (flags.action === 'spare') return;
+    if (flags.action !== '' || flags.version || flags.info) {
+      // The Node path of a one-shot (no front, or no spare answered): its whole life, boot included.
+      trace('node', flags.action, flags.id, process.uptime() * 1000);
+      process.exit(0);
+    }
   },
   (err: unknown) => {
     process.stderr.write(`containerd-shim-kybernate-v2: ${err instanceof Error ? err.message : String(err)}\n`);

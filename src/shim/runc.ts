@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import { KybernateError } from '../errors';
 import { reaper } from '../native/reaper';
 import { run, type RunResult } from '../native/run';
+import { trace } from './trace';
 
 const SIGKILL = 9;
 const COMMAND_TIMEOUT_MS = 60_000;
@@ -20,8 +21,8 @@ const CRIU_TIMEOUT_MS = 30 * 60_000;
  * KYBERNATE_CRIU_NO_BREAKPOINTS=1 becomes CRIU_FAULT=130 (stop the parasite by syscall tracing: on VMs
  * whose debug registers do not work, dumps otherwise hang).
  */
-export function runcEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
+export function runcEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env = { ...base };
   delete env.NOTIFY_SOCKET;
   if (env.KYBERNATE_CRIU_NO_BREAKPOINTS === '1' && env.CRIU_FAULT === undefined) env.CRIU_FAULT = '130';
   return env;
@@ -196,10 +197,13 @@ export class Runc {
     let res: RunResult;
     const cwd = this.cwd();
     const logFrom = logSize(this.config.logPath);
+    const t0 = performance.now();
     try {
       res = await run(this.config.binary, this.args(sub), { env: runcEnv(), cwd, input, deathSignal: SIGKILL, timeoutMs });
     } catch (err) {
       this.missing(err, cwd);
+    } finally {
+      trace('runc', op, sub[sub.length - 1] ?? '', performance.now() - t0);
     }
     if (res.status !== 0) throw this.runtimeError(op, logFrom, res, res.stderr.toString());
     return res;
@@ -210,12 +214,14 @@ export class Runc {
     let exited: Promise<{ status: number; signal: number }>;
     const cwd = this.cwd();
     const logFrom = logSize(this.config.logPath);
+    const t0 = performance.now();
     try {
       ({ exited } = reaper.spawn({ file: this.config.binary, args: this.args(sub), env: envList(), cwd, stdio, deathSignal: SIGKILL }));
     } catch (err) {
       this.missing(err, cwd);
     }
     const exit = await exited;
+    trace('runc', op, sub[sub.length - 1] ?? '', performance.now() - t0);
     if (exit.status !== 0) throw this.runtimeError(op, logFrom, exit, undefined);
   }
 

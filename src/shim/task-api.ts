@@ -3,6 +3,7 @@
 import { containerd, google } from '../gen/proto';
 import { registerService, unary, type ServiceTable, type TtrpcServer } from '../ttrpc';
 import type { TaskService } from './service';
+import { trace } from './trace';
 
 const T = containerd.task.v2;
 const Empty = google.protobuf.Empty;
@@ -28,5 +29,24 @@ export function registerTaskService(server: TtrpcServer, s: TaskService): void {
     Connect: unary(T.ConnectRequest, T.ConnectResponse, (r) => s.connect(r)),
     Shutdown: unary(T.ShutdownRequest, Empty, (r) => s.shutdown(r)),
   };
-  registerService(server, TASK_SERVICES, table);
+  registerService(server, TASK_SERVICES, process.env.KYBERNATE_TRACE ? traced(table) : table);
+}
+
+/** Each method timed into the benchmark trace (src/shim/trace.ts); only when tracing is on. */
+function traced(table: ServiceTable): ServiceTable {
+  const out: ServiceTable = {};
+  for (const [name, def] of Object.entries(table)) {
+    out[name] = {
+      ...def,
+      handler: async (req, ctx) => {
+        const t0 = performance.now();
+        try {
+          return await def.handler(req, ctx);
+        } finally {
+          trace('daemon', name, String((req as { id?: string }).id ?? ''), performance.now() - t0);
+        }
+      },
+    };
+  }
+  return out;
 }

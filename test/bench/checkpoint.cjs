@@ -7,7 +7,10 @@
 // Usage: node test/bench/checkpoint.cjs   (env: KYBERNATE_BENCH_CKPT_N=5, KYBERNATE_BENCH_VERSIONS=1.6,2.1)
 'use strict';
 
-const { loadHelpers, median } = require('./helpers.cjs');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { loadHelpers, median, splitWall, traceReader } = require('./helpers.cjs');
 
 const N = Number(process.env.KYBERNATE_BENCH_CKPT_N ?? 5);
 const COUNTER = ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done'];
@@ -33,7 +36,7 @@ async function discard(h, cd, id) {
   await cd.ctr(['containers', 'rm', id]);
 }
 
-async function round(h, cd, rt, i) {
+async function round(h, cd, rt, i, readTrace) {
   const id = `bench-ckpt-${rt.kind}-${i}`;
   const ref = `kybernate.bench/checkpoint/${id}:1`;
   try {
@@ -41,9 +44,11 @@ async function round(h, cd, rt, i) {
     await h.waitFor(`${id} to run`, async () => (await h.tasks(cd)).get(id)?.status === 'RUNNING');
     const checkpoint = await timed(() => ctrOk(cd, ['containers', 'checkpoint', '--task', '--rw', id, ref]));
     await discard(h, cd, id);
+    readTrace();
     const restore = await timed(() => ctrOk(cd, ['containers', 'restore', '--live', '--rw', id, ref]));
+    const split = splitWall(restore, readTrace().filter((l) => l.id === id));
     if ((await h.tasks(cd)).get(id)?.status !== 'RUNNING') throw new Error(`${rt.kind}: ${id} is not running after restore`);
-    return { checkpoint, restore };
+    return { checkpoint, restore, split };
   } finally {
     await h.removeContainer(cd, id);
     await cd.ctr(['images', 'rm', ref]);
@@ -53,24 +58,29 @@ async function round(h, cd, rt, i) {
 function fmt(ms) { return `${ms.toFixed(0)} ms`; }
 
 async function benchVersion(h, version, runtimes) {
-  const cd = await h.startContainerd(version, { namespace: 'kybernate-bench-ckpt', env: DAEMON_ENV });
-  const res = Object.fromEntries(runtimes.map((rt) => [rt.kind, { checkpoint: [], restore: [] }]));
+  const traceFile = path.join(os.tmpdir(), `kybernate-bench-ckpt-trace-${process.pid}.jsonl`);
+  fs.rmSync(traceFile, { force: true });
+  const readTrace = traceReader(traceFile);
+  const cd = await h.startContainerd(version, { namespace: 'kybernate-bench-ckpt', env: { ...DAEMON_ENV, KYBERNATE_TRACE: traceFile } });
+  const res = Object.fromEntries(runtimes.map((rt) => [rt.kind, { checkpoint: [], restore: [], splits: [] }]));
   try {
     console.log(`\ncontainerd ${version}: checkpoint/restore of a busybox counter, ${N} rounds per runtime, interleaved (1 warm-up each)`);
-    for (const rt of runtimes) await round(h, cd, rt, 'warm');
+    for (const rt of runtimes) await round(h, cd, rt, 'warm', readTrace);
     for (let i = 0; i < N; i++) {
       // Alternate which runtime goes first, so drift hits both alike.
       const order = i % 2 === 0 ? runtimes : [...runtimes].reverse();
       for (const rt of order) {
-        const r = await round(h, cd, rt, i);
+        const r = await round(h, cd, rt, i, readTrace);
         res[rt.kind].checkpoint.push(r.checkpoint);
         res[rt.kind].restore.push(r.restore);
+        res[rt.kind].splits.push(r.split);
       }
       process.stdout.write('.');
     }
     process.stdout.write('\n');
   } finally {
     await cd.stop();
+    fs.rmSync(traceFile, { force: true });
   }
   const r = res.runc;
   const k = res.kybernate;
@@ -82,12 +92,15 @@ async function benchVersion(h, version, runtimes) {
       `  (min ${fmt(Math.min(...r[op]))}${k ? ` / ${fmt(Math.min(...k[op]))}` : ''})`;
     console.log(line);
   }
+  if (k) {
+    const m = (f) => median(k.splits.map(f)).toFixed(1);
+    console.log(`  kybernate cold restore split (medians, ms): containerd+ctr ${m((x) => x.containerd)}, front ${m((x) => x.front)}, ` +
+      `daemon ${m((x) => x.daemon)}, runc+criu ${m((x) => x.runc)}`);
+  }
 }
 
 async function main() {
   const h = loadHelpers();
-  const fs = require('node:fs');
-  const path = require('node:path');
   const runtimes = [{ kind: 'runc', runtime: h.RUNC_RUNTIME }];
   if (fs.existsSync(path.join(h.REPO_ROOT, 'bin', 'containerd-shim-kybernate-v2'))) {
     runtimes.push({ kind: 'kybernate', runtime: h.SHIM_RUNTIME });

@@ -8,16 +8,31 @@
 
 const path = require('node:path');
 const fs = require('node:fs');
-const { loadHelpers, median } = require('./helpers.cjs');
+const os = require('node:os');
+const { loadHelpers, median, splitWall, traceReader } = require('./helpers.cjs');
 
 const REPO = path.resolve(__dirname, '..', '..');
 const N = Number(process.env.KYBERNATE_BENCH_N ?? 15);
 const GROUP_SIZE = 10;
+/** Containers started one after another into one group, per round (issue 13's "20 in one group"). */
+const GROUP_START = 20;
+const GROUP_ROUNDS = Number(process.env.KYBERNATE_BENCH_GROUP_ROUNDS ?? 3);
 
 function rssKiB(pid) {
   try {
     const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Private memory (KiB): what the process alone costs; RSS also counts pages it shares (node's own text). */
+function privateKiB(pid) {
+  try {
+    const t = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const f = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(t)?.[1] ?? 0);
+    return f('Private_Clean') + f('Private_Dirty');
   } catch {
     return 0;
   }
@@ -68,10 +83,40 @@ async function rssPerContainer(h, cd, rt, count, tag) {
     const all = h.shimProcesses(cd, rt.shimName);
     const pids = serving.length > 0 ? serving : all;
     const total = pids.reduce((sum, pid) => sum + rssKiB(pid), 0);
-    return { perContainer: total / count, shims: pids.length, others: all.filter((p) => !pids.includes(p)).length };
+    const priv = pids.reduce((sum, pid) => sum + privateKiB(pid), 0);
+    return { perContainer: total / count, privatePerContainer: priv / count, shims: pids.length, others: all.filter((p) => !pids.includes(p)).length };
   } finally {
     for (const id of ids) await h.removeContainer(cd, id);
   }
+}
+
+/** Wall time (s) of GROUP_START `ctr run -d` into one new group, one after another; removed afterwards. */
+async function timeGroupStart(h, cd, rt, tag) {
+  const group = `bench-gs-${tag}-${rt.kind}`;
+  const ids = Array.from({ length: GROUP_START }, (_, i) => `bench-gs-${tag}-${rt.kind}-${i}`);
+  try {
+    const t0 = process.hrtime.bigint();
+    for (const id of ids) {
+      await cd.ctrOk(['run', '-d', '--runtime', rt.runtime, '--annotation', `${rt.groupAnnotation}=${group}`,
+        h.TEST_IMAGE, id, 'sleep', '1000']);
+    }
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  } finally {
+    for (const id of ids) await h.removeContainer(cd, id);
+  }
+}
+
+/** Idle spare shim daemons (src/shim/spare): one per node and build, whichever containerd booted it. */
+function spareRssKiB() {
+  let total = 0; let priv = 0; let count = 0;
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const argv = cmdline(Number(e)).trim().split(/\s+/);
+    if (argv.some((a) => a.endsWith('containerd-shim-kybernate-v2.cjs')) && argv[argv.length - 1] === 'spare') {
+      total += rssKiB(Number(e)); priv += privateKiB(Number(e)); count++;
+    }
+  }
+  return { total, priv, count };
 }
 
 function fmtS(x) { return x === undefined ? '-' : `${(x * 1000).toFixed(0)} ms`; }
@@ -84,8 +129,12 @@ function table(rows) {
 }
 
 async function benchVersion(h, version, runtimes) {
-  const cd = await h.startContainerd(version, { namespace: 'kybernate-bench' });
+  const traceFile = path.join(os.tmpdir(), `kybernate-bench-trace-${process.pid}.jsonl`);
+  fs.rmSync(traceFile, { force: true });
+  const readTrace = traceReader(traceFile);
+  const cd = await h.startContainerd(version, { namespace: 'kybernate-bench', env: { KYBERNATE_TRACE: traceFile } });
   const res = {};
+  const splits = [];
   try {
     const actual = (await cd.ctrOk(['version'])).match(/Server:[\s\S]*?Version:\s+(\S+)/)?.[1] ?? version;
     console.log(`\ncontainerd ${actual}: ${N} runs per runtime, interleaved (1 warm-up each, not counted)`);
@@ -94,21 +143,34 @@ async function benchVersion(h, version, runtimes) {
       await timeRun(h, cd, rt, `bench-warm-${rt.kind}`);
     }
     for (let i = 0; i < N; i++) {
-      for (const rt of runtimes) res[rt.kind].times.push(await timeRun(h, cd, rt, `bench-${rt.kind}-${i}`));
+      for (const rt of runtimes) {
+        const id = `bench-${rt.kind}-${i}`;
+        readTrace();
+        const s = await timeRun(h, cd, rt, id);
+        res[rt.kind].times.push(s);
+        if (rt.kind === 'kybernate') splits.push(splitWall(s * 1000, readTrace().filter((l) => l.id === id || l.id === '')));
+      }
       process.stdout.write('.');
     }
     process.stdout.write('\n');
+    for (const rt of runtimes) res[rt.kind].group = [];
+    for (let i = 0; i < GROUP_ROUNDS; i++) {
+      for (const rt of runtimes) res[rt.kind].group.push(await timeGroupStart(h, cd, rt, i));
+    }
     for (const rt of runtimes) {
       res[rt.kind].median = median(res[rt.kind].times);
       const one = await rssPerContainer(h, cd, rt, 1, 'one');
       const many = await rssPerContainer(h, cd, rt, GROUP_SIZE, 'group');
       res[rt.kind].rss1 = one.perContainer;
       res[rt.kind].rss10 = many.perContainer;
+      res[rt.kind].priv1 = one.privatePerContainer;
+      res[rt.kind].priv10 = many.privatePerContainer;
       res[rt.kind].shims10 = many.shims;
       res[rt.kind].leftover = Math.max(one.others, many.others);
     }
   } finally {
     await cd.stop();
+    fs.rmSync(traceFile, { force: true });
   }
   const r = res.runc;
   const k = res.kybernate;
@@ -117,14 +179,30 @@ async function benchVersion(h, version, runtimes) {
     ['ctr run --rm ... true, median', fmtS(r.median), fmtS(k?.median), ratio(k?.median, r.median)],
     ['  min .. max', `${fmtS(Math.min(...r.times))} .. ${fmtS(Math.max(...r.times))}`,
       k ? `${fmtS(Math.min(...k.times))} .. ${fmtS(Math.max(...k.times))}` : '-', ''],
+    [`${GROUP_START} ctr run -d into one group, median of ${GROUP_ROUNDS}`, fmtS(median(r.group)), fmtS(k && median(k.group)),
+      ratio(k && median(k.group), median(r.group))],
     ['shim RSS per container, 1 container', fmtMiB(r.rss1), fmtMiB(k?.rss1), ratio(k?.rss1, r.rss1)],
     [`shim RSS per container, ${GROUP_SIZE} in one group`, fmtMiB(r.rss10), fmtMiB(k?.rss10), ratio(k?.rss10, r.rss10)],
+    ['shim private memory per container, 1 container', fmtMiB(r.priv1), fmtMiB(k?.priv1), ratio(k?.priv1, r.priv1)],
+    [`shim private memory per container, ${GROUP_SIZE} in one group`, fmtMiB(r.priv10), fmtMiB(k?.priv10), ratio(k?.priv10, r.priv10)],
     [`  shim processes for the ${GROUP_SIZE}`, String(r.shims10), k ? String(k.shims10) : '-', ''],
     // containerd's runc shim runs one shim per container unless told to group (ctr, plain containerd);
     // kybernate's point of comparison for a group is then the runc shim's own per-container footprint.
     [`kybernate ${GROUP_SIZE}-group vs runc 1 per shim`, fmtMiB(r.rss1), fmtMiB(k?.rss10), ratio(k?.rss10, r.rss1)],
   ];
   console.log(table(rows));
+  if (splits.length > 0) {
+    const m = (f) => median(splits.map(f));
+    const paths = {};
+    for (const sp of splits) for (const [p, n] of Object.entries(sp.paths)) paths[p] = (paths[p] ?? 0) + n;
+    console.log(`kybernate ctr run --rm split (medians, ms): containerd+ctr ${m((x) => x.containerd).toFixed(1)}, ` +
+      `front ${m((x) => x.front).toFixed(1)}, daemon ${m((x) => x.daemon).toFixed(1)}, runc ${m((x) => x.runc).toFixed(1)}`);
+    console.log(`  front paths taken: ${Object.entries(paths).map(([p, n]) => `${p} ${n}`).join(', ') || 'none traced'}`);
+  }
+  const spare = spareRssKiB();
+  if (spare.count > 0) {
+    console.log(`idle spare shim daemon(s): ${spare.count}, RSS ${fmtMiB(spare.total)}, private ${fmtMiB(spare.priv)} (one per node, not per container)`);
+  }
   for (const rt of runtimes) {
     const n = res[rt.kind].leftover;
     if (n > 0) console.log(`note: ${n} other ${rt.shimName} process(es) of this containerd were alive (not serving the measured containers; not counted)`);

@@ -31,6 +31,13 @@ cp "$root/build/Release/kybernate.node" "$out/kybernate.node"
 rm -rf "$out/dist" && mkdir -p "$out/dist"
 cp "$root/dist/containerd-shim-kybernate-v2.cjs" "$root/dist/kybernate.cjs" "$root/dist/kybernate-agent.cjs" "$root/dist/kybernate-activator.cjs" "$root/dist/kybernate.node" "$out/dist/"
 cp "$root/dist/kybernate.cjs" "$out/kybernate.cjs"
+# The shim's native front and its build id (run.sh writes its conf with the GPU machine's paths).
+if [ -f "$root/dist/containerd-shim-kybernate-v2.build" ]; then
+  glibc_ok "$root/build/Release/kybernate-shim-front"
+  cp "$root/build/Release/kybernate-shim-front" "$out/shim-front"
+  cp "$root/dist/containerd-shim-kybernate-v2.build" "$out/dist/"
+  grep '^arg=' "$root/bin/containerd-shim-kybernate-v2.conf" > "$out/dist/containerd-shim-kybernate-v2.conf" || true
+fi
 esb() { "$root/node_modules/.bin/esbuild" "$1" --bundle --platform=node --target=node20 --format=cjs \
   '--external:*.node' --log-level=warning --outfile="$2"; }
 esb "$root/test/gpu/bench.ts" "$out/bench.cjs"

@@ -91,8 +91,16 @@ if [ "${KYB_GPU_CONTAINERS:-1}" != 0 ]; then
     unxz_to "$deps/containerd.xz" "$work/bin/containerd"
     unxz_to "$deps/runc.xz" "$work/bin/runc"
     # containerd finds the runtime io.containerd.kybernate.v2 as this name on its PATH.
-    printf '#!/bin/sh\nexec "%s" "%s/dist/containerd-shim-kybernate-v2.cjs" "$@"\n' "$node" "$deps" > "$work/bin/containerd-shim-kybernate-v2"
-    chmod +x "$work/bin/containerd-shim-kybernate-v2"
+    if [ -f "$deps/dist/containerd-shim-kybernate-v2.build" ] && [ -f "$deps/shim-front" ]; then
+      # The native front, as `make build` installs it, with a conf naming this machine's node and bundle.
+      install -m 0755 "$deps/shim-front" "$work/bin/containerd-shim-kybernate-v2"
+      printf 'build=%s\nnode=%s\nscript=%s\n' "$(cat "$deps/dist/containerd-shim-kybernate-v2.build")" "$node" \
+        "$deps/dist/containerd-shim-kybernate-v2.cjs" > "$work/bin/containerd-shim-kybernate-v2.conf"
+      grep '^arg=' "$deps/dist/containerd-shim-kybernate-v2.conf" >> "$work/bin/containerd-shim-kybernate-v2.conf" 2>/dev/null || true
+    else
+      printf '#!/bin/sh\nexec "%s" "%s/dist/containerd-shim-kybernate-v2.cjs" "$@"\n' "$node" "$deps" > "$work/bin/containerd-shim-kybernate-v2"
+      chmod +x "$work/bin/containerd-shim-kybernate-v2"
+    fi
     "$work/bin/runc" --version | head -1
     "$work/bin/criu" check || echo "gpu-test: criu check reported problems (above)"
     timeout "${KYB_GPU_CTR_TIMEOUT:-1800}" "$node" "$deps/containers.cjs" --work "$work" --out "$out" --logs "$work/logs" --bin "$work/bin" --node "$node" \

@@ -2,6 +2,7 @@
 // the way containerd runs the shim. Its Node fallback is pointed at an echo script that prints its argv,
 // execArgv, cwd and stdin, which proves that exec keeps argv, environment and stdin intact without a
 // daemon. Which path the front took is read from its KYBERNATE_TRACE line.
+import { spareKey } from '../../src/shim/spare/launch';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -54,9 +55,14 @@ function front(conf?: (dir: string) => string | undefined): Front {
 
 interface Out { code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: string }
 interface RunOpts { cwd?: string; stdin?: Uint8Array; env?: Record<string, string> }
-function run(f: Front, args: string[], o: RunOpts = {}): Promise<Out> {
+/** The front's environment: ours without KYBERNATE_*, then the fixture's, then `extra`. */
+function frontEnv(f: Front, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KYBERNATE_')));
-  Object.assign(env, { KYBERNATE_SHIM_SPARE_DIR: f.spareDir, KYBERNATE_TRACE: f.trace }, o.env);
+  return Object.assign(env, { KYBERNATE_SHIM_SPARE_DIR: f.spareDir, KYBERNATE_TRACE: f.trace }, extra);
+}
+
+function run(f: Front, args: string[], o: RunOpts = {}): Promise<Out> {
+  const env = frontEnv(f, o.env);
   return new Promise((resolve, reject) => {
     const child = spawn(f.bin, args, { cwd: o.cwd ?? f.bundle, env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = []; const err: Buffer[] = [];
@@ -98,9 +104,12 @@ async function daemonFor(f: Front, id: string, annotations?: Record<string, stri
   return address;
 }
 
-/** A spare on <spareDir>/<build>.sock that answers each decoded request with `answer` (null: hang up). */
+/**
+ * A spare on <spareDir>/<build>-<key>.sock (the key of the front's environment with `envExtra`, computed by
+ * the TypeScript side) that answers each decoded request with `answer` (null: hang up).
+ */
 type Answer = (r: SpareRequest) => Buffer | null | 'silent';
-async function spare(f: Front, answer: Answer): Promise<SpareRequest[]> {
+async function spare(f: Front, answer: Answer, envExtra: Record<string, string> = {}): Promise<SpareRequest[]> {
   const requests: SpareRequest[] = [];
   const socks = new Set<net.Socket>();
   const server = net.createServer((s) => {
@@ -121,7 +130,7 @@ async function spare(f: Front, answer: Answer): Promise<SpareRequest[]> {
       else if (a !== 'silent') s.end(a);
     });
   });
-  const sock = path.join(f.spareDir, `${BUILD}.sock`);
+  const sock = path.join(f.spareDir, `${BUILD}-${spareKey(frontEnv(f, envExtra))}.sock`);
   await new Promise<void>((res) => server.listen(sock, () => res()));
   cleanups.push(() => new Promise<void>((res) => { socks.forEach((s) => s.destroy()); server.close(() => res()); }));
   return requests;
@@ -316,6 +325,20 @@ describe.skipIf(!!skip)(`native shim front${skip ? ` (skipped: ${skip})` : ''}`,
       expect(reqs[0].env).toContain('KYB_FRONT_PROBE=p=1');
       expect(reqs[0].env).toContain(`KYBERNATE_SHIM_SPARE_DIR=${f.spareDir}`);
       expect(reqs[0].stdin.equals(stdin)).toBe(true);
+    });
+
+    it('asks only the spare booted with the same loader/Node environment (the key both sides compute)', async () => {
+      const f = front();
+      const ld = { LD_LIBRARY_PATH: '/opt/x/lib:', NODE_OPTIONS: '--no-warnings', MALLOC_ARENA_MAX: '2' };
+      const plain = await spare(f, () => encodeAnswer({ kind: 0, exitCode: 0, stdout: Buffer.from('plain'), stderr: Buffer.alloc(0) }));
+      const withLd = await spare(f, () => encodeAnswer({ kind: 0, exitCode: 0, stdout: Buffer.from('ld'), stderr: Buffer.alloc(0) }), ld);
+      expect((await run(f, startArgs(f, 'k1'), { env: ld })).stdout.toString()).toBe('ld');
+      expect((await run(f, startArgs(f, 'k2'))).stdout.toString()).toBe('plain');
+      expect([plain.length, withLd.length]).toEqual([1, 1]);
+      // Another value of one variable is another key: no spare answers, Node runs (the echo script).
+      const other = await run(f, startArgs(f, 'k3'), { env: { ...ld, MALLOC_ARENA_MAX: '4' } });
+      expect(lastEv(f)).toBe('start:node');
+      expect(other.stdout.toString()).not.toMatch(/^(ld|plain)$/);
     });
 
     it('falls back to Node for kind 1, a hang-up, garbage, and a spare that never answers (after the timeout)', async () => {

@@ -12,13 +12,13 @@ import { runcEnv } from '../runc';
 const RUNC_DELETE_TIMEOUT_MS = 3_000;
 const SIGKILL_STATUS = 128 + 9;
 
-function forceDeleteContainer(bundle: string, flags: ShimFlags, st: BundleState | undefined): Promise<void> {
+function forceDeleteContainer(bundle: string, flags: ShimFlags, st: BundleState | undefined, env: NodeJS.ProcessEnv): Promise<void> {
   const root = st?.runcRoot ?? defaultRuncRoot(flags.namespace);
   const args = ['--root', root, 'delete', '--force', flags.id];
   // In the bundle, like every runc the daemon runs (a BinaryName wrapper may read ./config.json).
   const cwd = fs.existsSync(bundle) ? bundle : undefined;
   return new Promise((resolve) => {
-    execFile(st?.runcBinary ?? 'runc', args, { cwd, timeout: RUNC_DELETE_TIMEOUT_MS, env: runcEnv() }, () => resolve());
+    execFile(st?.runcBinary ?? 'runc', args, { cwd, timeout: RUNC_DELETE_TIMEOUT_MS, env }, () => resolve());
   });
 }
 
@@ -29,13 +29,17 @@ async function unmountRootfs(bundle: string): Promise<void> {
   unmountAll(rootfs);
 }
 
-export async function deleteAction(flags: ShimFlags): Promise<void> {
-  const bundle = flags.bundle || process.cwd();
+/**
+ * What `delete` prints (a DeleteResponse), after cleaning up container -id of the bundle (-bundle, else
+ * `cwd`). `env` is the environment runc gets (a spare answers for a front whose environment it is).
+ */
+export async function deleteOutput(flags: ShimFlags, cwd: string, env: NodeJS.ProcessEnv = runcEnv()): Promise<Buffer> {
+  const bundle = flags.bundle || cwd;
   const pid = readInitPid(bundle);
   const st = readBundleState(bundle);
   // After a normal teardown the daemon already deleted the container; after a crash it did not.
   if (!st?.deleted) {
-    await forceDeleteContainer(bundle, flags, st);
+    await forceDeleteContainer(bundle, flags, st, env);
     try {
       await unmountRootfs(bundle);
     } catch {
@@ -44,10 +48,13 @@ export async function deleteAction(flags: ShimFlags): Promise<void> {
   }
   const { containerd, google } = await import('../../gen/actions');
   const now = Date.now();
-  const msg = containerd.task.v2.DeleteResponse.encode({
+  return Buffer.from(containerd.task.v2.DeleteResponse.encode({
     pid,
     exitStatus: SIGKILL_STATUS,
     exitedAt: google.protobuf.Timestamp.create({ seconds: Long.fromNumber(Math.floor(now / 1000)), nanos: (now % 1000) * 1e6 }),
-  }).finish();
-  process.stdout.write(msg);
+  }).finish());
+}
+
+export async function deleteAction(flags: ShimFlags): Promise<void> {
+  process.stdout.write(await deleteOutput(flags, process.cwd()));
 }

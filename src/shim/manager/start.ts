@@ -82,7 +82,8 @@ function readAnnotations(bundle: string): Record<string, string> | undefined {
  * `shimCgroup` the daemon is moved into that cgroup right after it is spawned, before it serves anything.
  */
 function launchDaemon(flags: ShimFlags, sock: string, bundle: string, bootstrap?: Bootstrap, shimCgroup?: string): Promise<void> {
-  const args = [process.argv[1], '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address,
+  // process.execArgv: the node options the front's conf gives (V8 flags) reach the daemon too.
+  const args = [...process.execArgv, process.argv[1], '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address,
     '-publish-binary', flags.publishBinary, '-socket', sock];
   if (flags.debug) args.push('-debug');
   const env = { ...process.env };
@@ -133,26 +134,50 @@ function launchDaemon(flags: ShimFlags, sock: string, bundle: string, bootstrap?
   });
 }
 
-export async function start(flags: ShimFlags): Promise<void> {
-  const bundle = process.cwd();
-  const stdin = readStdin();
+/** Where a container's group daemon is, and what its `start` must tell containerd. */
+export interface StartPlan {
+  /** unix://… as printed to containerd. */
+  address: string;
+  /** The socket's path. */
+  sock: string;
+  bootstrap?: Bootstrap;
+  /** ShimCgroup from the runtime options: a daemon launched for this start moves there. */
+  shimCgroup?: string;
+}
+
+/** Everything `start` decides before any daemon exists; reads `bundle`/config.json. */
+export async function planStart(flags: ShimFlags, bundle: string, stdin: Uint8Array): Promise<StartPlan> {
   const bootstrap = await parseBootstrap(stdin, flags);
   const shimCgroup = await shimCgroupOf(await startOptions(stdin, bootstrap), flags.namespace);
   const group = groupOf(flags.id, readAnnotations(bundle));
   const address = socketAddress(flags.address, flags.namespace, group, bootstrap?.socketDir ?? DEFAULT_SOCKET_DIR);
   const sock = socketPath(address);
   if (sock.length > SOCKET_PATH_LIMIT) throw new Error(`socket path ${sock} is longer than ${SOCKET_PATH_LIMIT} bytes`);
+  return { address, sock, bootstrap, shimCgroup };
+}
+
+/**
+ * Records the address in the bundle (1.6/1.7 reconnect after a daemon restart from this file; 2.x migrates
+ * from it) and returns what `start` prints: the plain address for 1.6–2.2, a BootstrapResult for 2.3+.
+ */
+export async function finishStart(plan: StartPlan, bundle: string): Promise<Buffer> {
+  fs.writeFileSync(path.join(bundle, 'address'), plan.address, { mode: 0o600 });
+  if (!plan.bootstrap) return Buffer.from(plan.address);
+  const { containerd } = await import('../../gen/actions');
+  return Buffer.from(containerd.runtime.bootstrap.v1.BootstrapResult.encode({ version: 2, address: plan.address, protocol: 'ttrpc' }).finish());
+}
+
+export async function start(flags: ShimFlags): Promise<void> {
+  const bundle = process.cwd();
+  const plan = await planStart(flags, bundle, readStdin());
   // A group's daemon that already serves needs no second Node process to find that out (the daemon's
   // own bind still settles races between concurrent starts of a new group). Such a daemon is not moved
   // into this container's shim cgroup: containerd's runc shim, too, only returns the existing address.
-  if (!(await canConnect(sock))) await launchDaemon(flags, sock, bundle, bootstrap, shimCgroup);
-  // 1.6/1.7 reconnect after a daemon restart from this file; 2.x migrates from it.
-  fs.writeFileSync(path.join(bundle, 'address'), address, { mode: 0o600 });
-  if (bootstrap) {
-    const { containerd } = await import('../../gen/actions');
-    const result = containerd.runtime.bootstrap.v1.BootstrapResult.encode({ version: 2, address, protocol: 'ttrpc' }).finish();
-    process.stdout.write(result);
-  } else {
-    process.stdout.write(address);
+  if (!(await canConnect(plan.sock))) {
+    await launchDaemon(flags, plan.sock, bundle, plan.bootstrap, plan.shimCgroup);
+    // This start was the slow path (no spare answered the front): leave one for the next start.
+    const { ensureSpare } = await import('../spare/launch');
+    await ensureSpare();
   }
+  process.stdout.write(await finishStart(plan, bundle));
 }

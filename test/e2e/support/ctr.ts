@@ -1,6 +1,8 @@
 // Helpers over `ctr` output and /proc that every e2e file uses.
 import { existsSync, readFileSync, readlinkSync, readdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
+import { peerCredentials } from '../../../src/native';
 import { TEST_IMAGE, type Containerd } from './harness';
 
 export interface TaskInfo { pid: number; status: string }
@@ -115,8 +117,81 @@ export function alive(pid: number): boolean {
 }
 
 /** Shim server processes of `shimName` that belong to this containerd (by -address or by cwd in its state). */
+/** Socket paths of every task bundle of this containerd (all namespaces): where its shims listen. */
+function shimSocketPaths(cd: Containerd): Set<string> {
+  const out = new Set<string>();
+  const root = join(cd.state, 'io.containerd.runtime.v2.task');
+  for (const ns of existsSync(root) ? readdirSync(root) : []) {
+    for (const id of readdirSync(join(root, ns))) {
+      const dir = join(root, ns, id);
+      try {
+        if (existsSync(join(dir, 'address'))) out.add(readFileSync(join(dir, 'address'), 'utf8').trim().replace(/^unix:\/\//, ''));
+        else if (existsSync(join(dir, 'bootstrap.json'))) {
+          out.add((JSON.parse(readFileSync(join(dir, 'bootstrap.json'), 'utf8')) as { address: string }).address.replace(/^unix:\/\//, ''));
+        }
+      } catch { /* removed meanwhile */ }
+    }
+  }
+  return out;
+}
+
+/** Inodes of the listening unix sockets bound at `paths` (from /proc/net/unix). */
+function listeningInodes(paths: Set<string>): Set<string> {
+  const out = new Set<string>();
+  for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    // Num RefCount Protocol Flags Type St Inode Path; flags 00010000 = __SO_ACCEPTCON (listening)
+    if (f.length >= 8 && f[3] === '00010000' && paths.has(f[7]!)) out.add(f[6]!);
+  }
+  return out;
+}
+
+function holdsSocket(pid: number, inodes: Set<string>): boolean {
+  if (inodes.size === 0) return false;
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        return m !== null && inodes.has(m[1]!);
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The pid of the process listening on the unix socket at `path`, if one accepts: SO_PEERCRED of a connection
+ * names the process that called listen() (a socket renamed into place is not listed under its path in
+ * /proc/net/unix, so that file cannot tell).
+ */
+export function listenerPid(path: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const c = connect(path);
+    const finish = (pid: number | undefined): void => { clearTimeout(t); c.destroy(); resolve(pid); };
+    const t = setTimeout(() => finish(undefined), 1_000);
+    c.once('error', () => finish(undefined));
+    c.once('connect', () => {
+      const fd = (c as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      try {
+        finish(fd !== undefined && fd >= 0 ? peerCredentials(fd).pid : undefined);
+      } catch {
+        finish(undefined);
+      }
+    });
+  });
+}
+
+/**
+ * Shim server processes of this containerd: named `shimName` and started for it (its address among their
+ * flags, or still in one of its bundles), or listening on one of its tasks' shim sockets (a kybernate spare
+ * that was claimed has neither the flags nor the cwd).
+ */
 export function shimProcesses(cd: Containerd, shimName: string): number[] {
   const out: number[] = [];
+  let inodes: Set<string> | undefined;
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const pid = Number(e);
@@ -127,6 +202,7 @@ export function shimProcesses(cd: Containerd, shimName: string): number[] {
     let cwd = '';
     try { cwd = readlinkSync(`/proc/${pid}/cwd`); } catch { /* gone */ }
     if (argv.includes(cd.address) || cwd.startsWith(cd.state + '/')) out.push(pid);
+    else if (holdsSocket(pid, inodes ??= listeningInodes(shimSocketPaths(cd)))) out.push(pid);
   }
   return out;
 }
