@@ -63,19 +63,58 @@ export function procGpus(): GpuFact[] {
   return out.sort((a, b) => a.index - b.index);
 }
 
-let toolCache: Promise<{ criu?: string; runc?: string }> | undefined;
-let toolCacheRunc = '';
+interface ToolCache { key: string; settled: boolean; versions: Promise<{ criu?: string; runc?: string }> }
+let toolCache: ToolCache | undefined;
+
+/** Where a command name resolves on PATH (or itself, when it is a path). */
+function resolveOnPath(name: string): string | undefined {
+  if (name.includes('/')) return name;
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    const p = `${dir || '.'}/${name}`;
+    if (fs.statSync(p, { throwIfNoEntry: false })?.isFile()) return p;
+  }
+  return undefined;
+}
+
+/** Which criu and runc binaries a probe would run, down to their inode and mtime: a new binary is a new key. */
+function toolKey(runcBinary: string): string {
+  return ['criu', runcBinary].map((name) => {
+    const p = resolveOnPath(name);
+    const st = p === undefined ? undefined : fs.statSync(p, { throwIfNoEntry: false });
+    return `${p}:${st?.ino}:${st?.mtimeMs}`;
+  }).join('|');
+}
+
+function toolVersions(runcBinary: string): Promise<{ criu?: string; runc?: string }> {
+  const key = toolKey(runcBinary);
+  if (!toolCache || toolCache.key !== key) {
+    const entry: ToolCache = { key, settled: false, versions: nodeVersions(undefined, runcBinary).then(({ criu, runc }) => ({ criu, runc })) };
+    entry.versions.then(() => { entry.settled = true; }, () => { toolCache = undefined; });
+    toolCache = entry;
+  }
+  return toolCache.versions;
+}
+
+/** Probes criu's and runc's versions ahead of the first restore (a warm spare does, while idle). */
+export function warmToolVersions(runcBinary = 'runc'): void {
+  toolVersions(runcBinary).catch(() => undefined);
+}
 
 /**
- * Versions are cached per shim process: the binaries do not change under a running shim. GPUs come from
- * the CUDA driver (with memory sizes) when `withGpus` is 'cuda', from the kernel driver when 'proc'.
+ * Forgets a probe still running: one started before the native reaper was (a spare being claimed) would
+ * never see its child's exit once the reaper collects every child.
+ */
+export function dropUnsettledToolVersions(): void {
+  if (toolCache && !toolCache.settled) toolCache = undefined;
+}
+
+/**
+ * Versions are cached per shim process, keyed by the binaries' paths, inodes and mtimes (an upgrade under a
+ * long-idle spare is seen). GPUs come from the CUDA driver (with memory sizes) when `withGpus` is 'cuda',
+ * from the kernel driver when 'proc'.
  */
 export async function nodeFacts(runcBinary: string, withGpus: boolean | 'proc'): Promise<NodeFacts> {
-  if (!toolCache || toolCacheRunc !== runcBinary) {
-    toolCacheRunc = runcBinary;
-    toolCache = nodeVersions(undefined, runcBinary).then(({ criu, runc }) => ({ criu, runc }));
-  }
-  const tools = await toolCache;
+  const tools = await toolVersions(runcBinary);
   const facts: NodeFacts = { kernel: kernelRelease(), shim: VERSION, ...tools, gpus: [] };
   const driver = nvidiaDriverVersion();
   if (driver) facts.driver = driver;

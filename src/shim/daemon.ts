@@ -38,8 +38,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
 }
 
 /** Wires the Task service to a bound group socket (a launched daemon, or a claimed spare). */
-export async function serveGroup(flags: ShimFlags, bundle: string, group: GroupListener): Promise<void> {
+export async function serveGroup(flags: ShimFlags, bundle: string, group: GroupListener, claimedAt?: number): Promise<void> {
   const { serveShim } = await import('./server');
-  const server = serveShim(flags, bundle);
+  const server = serveShim(flags, bundle, claimedAt);
   group.serve((sock) => server.handleConnection(sock));
 }

@@ -13,7 +13,11 @@ import { registerTaskService } from './task-api';
 
 const SERVER_CLOSE_TIMEOUT_MS = 2_000;
 
-export function serveShim(flags: ShimFlags, bundle: string): TtrpcServer {
+/**
+ * `claimedAt` (performance.now()) is set for a claimed spare: its boot happened long before, so the log's
+ * bootMs is then the time from the claim to serving.
+ */
+export function serveShim(flags: ShimFlags, bundle: string, claimedAt?: number): TtrpcServer {
   const log = openLogger(path.join(bundle, 'log'), flags.debug, { namespace: flags.namespace });
   const ttrpcAddress = process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`;
   const publisher = new Publisher(ttrpcAddress, flags.namespace, log);
@@ -39,6 +43,7 @@ export function serveShim(flags: ShimFlags, bundle: string): TtrpcServer {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('uncaughtException', (err) => log.error({ err: err.stack ?? String(err) }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err: String(err) }, 'unhandled rejection'));
-  log.info({ socket: flags.socket, pid: process.pid, bootMs: Math.round(process.uptime() * 1000) }, 'shim listening');
+  const bootMs = Math.round(claimedAt === undefined ? process.uptime() * 1000 : performance.now() - claimedAt);
+  log.info({ socket: flags.socket, pid: process.pid, bootMs, spare: claimedAt !== undefined }, 'shim listening');
   return server;
 }

@@ -3,6 +3,7 @@
 // gets its own spare directory (KYBERNATE_SHIM_SPARE_DIR), so no other test file's starts take its spare.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
@@ -148,6 +149,21 @@ describeMatrix('warm spare', (ctx) => {
     copyFileSync(BUNDLE, `${script}.new`);
     renameSync(`${script}.new`, script); // what scripts/bundle.cjs does on a rebuild
     await waitFor('the stale spare to exit', () => child.exitCode !== null, 10_000);
+    expect(existsSync(sock)).toBe(false);
+  });
+
+  it('a spare whose containerd is gone (its ttrpc socket answers no more) exits', async () => {
+    const { version } = ctx;
+    const dir = join(tmp, `gone-${version}`);
+    const ttrpc = join(tmp, `gone-${version}.ttrpc`);
+    const server = createServer((c) => c.destroy());
+    await new Promise<void>((r) => server.listen(ttrpc, () => r()));
+    const child = runSpareCopy(BUNDLE, dir, { KYBERNATE_SHIM_SPARE_CHECK_MS: '100', TTRPC_ADDRESS: ttrpc });
+    const { sock } = await waitFor('the spare to listen', () => listening(dir), 20_000);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(child.exitCode).toBeNull(); // its containerd answers: it stays
+    await new Promise<void>((r) => server.close(() => r()));
+    await waitFor('the spare to exit', () => child.exitCode !== null, 10_000);
     expect(existsSync(sock)).toBe(false);
   });
 

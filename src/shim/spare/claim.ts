@@ -2,6 +2,7 @@
 // launched daemon does), takes the identity `start` was given (environment, flags, bundle, shim cgroup)
 // and wires the Task service, exactly as daemon.ts does for a daemon launched by the Node `start`.
 import * as os from 'node:os';
+import { dropUnsettledToolVersions } from '../../host/facts';
 import { reaper } from '../../native/reaper';
 import { GroupListener, bindGroupSocket } from '../daemon-socket';
 import { serveGroup } from '../daemon';
@@ -26,6 +27,7 @@ function takeEnvironment(env: NodeJS.ProcessEnv): void {
 /** `stopSpare` closes the spare socket; it runs once the group socket is ours and before anything can fail. */
 export async function claim(flags: ShimFlags, req: SpareRequest, plan: StartPlan, env: NodeJS.ProcessEnv,
   stopSpare: () => void): Promise<ClaimResult> {
+  const claimedAt = performance.now();
   const group = new GroupListener();
   if (!(await bindGroupSocket(plan.sock, group.server))) return { claimed: false };
   stopSpare();
@@ -45,7 +47,8 @@ export async function claim(flags: ShimFlags, req: SpareRequest, plan: StartPlan
   // What `ps` shows for a daemon that `start` launched (those flags are its argv).
   process.title = ['containerd-shim-kybernate-v2', '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address,
     '-publish-binary', flags.publishBinary, '-socket', plan.sock].join(' ');
+  dropUnsettledToolVersions();
   reaper.start();
-  await serveGroup({ ...flags, socket: plan.sock }, req.cwd, group);
+  await serveGroup({ ...flags, socket: plan.sock }, req.cwd, group, claimedAt);
   return { claimed: true, after: plan.shimCgroup ? undefined : () => void ensureSpare() };
 }

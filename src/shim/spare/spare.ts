@@ -4,11 +4,12 @@
 //   - delete, and a start whose group daemon already serves: answered, the spare stays a spare;
 //   - a start that needs a new daemon: the spare claims it and becomes that group's daemon (claim.ts),
 //     then boots the next spare. Only one start can claim it; later ones are told to fall back.
-// A spare that finds its bundle replaced on disk (a new build) or its socket taken over exits: it is
-// never claimed by a front of another build, and is replaced by the next slow start.
+// A spare that finds its bundle replaced on disk (a new build), its socket taken over, or its containerd
+// gone exits: it is never claimed by a front of another build, and is replaced by the next slow start.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { warmToolVersions } from '../../host/facts';
 import { canConnect, withSocketLock } from '../../socket-lock';
 import { sameUser } from '../daemon-socket';
 import { parseFlags } from '../flags';
@@ -83,15 +84,24 @@ class Spare {
     this.server.close();
   }
 
+  /**
+   * Exits once this spare can no longer be claimed: its bundle was replaced (a rebuild), its socket taken
+   * over, or the containerd it was booted for is gone (its ttrpc socket answers no more; containerd gives
+   * every shim TTRPC_ADDRESS). A later slow start boots a fresh one.
+   */
   watchStaleness(): void {
     const script = process.argv[1]!;
     const scriptIno = fs.statSync(script).ino;
+    const ttrpc = this.bootEnv.TTRPC_ADDRESS?.replace(/^unix:\/\//, '');
     const timer = setInterval(() => {
-      if (this.claimed) clearInterval(timer);
-      else if (!this.current(script, scriptIno)) {
-        this.retire();
-        process.exit(0);
-      }
+      void (async () => {
+        if (this.claimed) { clearInterval(timer); return; }
+        const stale = !this.current(script, scriptIno) || (ttrpc !== undefined && !(await canConnect(ttrpc)));
+        if (stale && !this.claimed) {
+          this.retire();
+          process.exit(0);
+        }
+      })();
     }, STALE_CHECK_MS);
   }
 
@@ -127,6 +137,9 @@ class Spare {
         this.retire();
         return { answer: fallBack(`spare of build ${this.build}, front of ${req.build}`), after: () => process.exit(0) };
       }
+      // A claimed spare is a daemon whose native reaper collects every child: the one-shot delete's
+      // child_process runc would never see its exit there.
+      if (flags.action === 'delete' && this.claimed) return { answer: fallBack('this spare was claimed') };
       if (flags.action === 'delete') {
         const env = envObject(req.env);
         const { deleteOutput } = await import('../manager/delete');
@@ -165,4 +178,6 @@ export async function runSpare(): Promise<void> {
   if (!bound) process.exit(0);
   spare.watchStaleness();
   process.chdir('/');
+  // A restore's Create checks the images against criu's and runc's versions: probed now, not then.
+  warmToolVersions();
 }
