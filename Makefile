@@ -93,6 +93,7 @@ bench: build image
 	@$(NODE) test/bench/activator.cjs
 	@$(NODE) test/bench/wake.cjs
 	@$(NODE) test/bench/tiers.cjs
+	@$(NODE) test/bench/docker.cjs
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/kybernate $(DESTDIR)$(PREFIX)/bin

@@ -1,13 +1,15 @@
 // The Task service: the RPC surface. Each handler looks up the container, calls one method on it and
 // publishes the matching event; errors travel as KybernateErrors and become gRPC codes in the ttrpc layer.
 // Exits arrive from the one reaper through handleExit().
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Long from 'long';
 import type { Logger } from 'pino';
 import { containerd, google } from '../gen/proto';
 import { KybernateError, errNotFound } from '../errors';
 import { checkpointContainer } from './checkpoint';
-import { parseCheckpointOptions } from './checkpoint-options';
+import { checkpointDefault, parseCheckpointOptions } from './checkpoint-options';
 import { Container } from './container';
 import { resumeInQueue } from './suspend';
 import { exitedUnder } from './operation-queue';
@@ -268,7 +270,7 @@ export class TaskService {
   async checkpoint(r: Req<'CheckpointTaskRequest'>): Promise<object> {
     const c = this.container(r.id);
     if (!r.path) throw new KybernateError('KYB_ERR_INVALID_ARGUMENT', 'checkpoint path is empty');
-    const opts = parseCheckpointOptions(r.options);
+    const opts = parseCheckpointOptions(r.options, r.options?.type_url ? undefined : this.checkpointDefaultOf(c));
     // A Kill during a checkpoint that leaves the container running ends it as a precondition failure. An
     // --exit checkpoint ends the container itself: its failures say what happened on their own.
     const work = () => checkpointContainer(c, r.path, opts, this.store);
@@ -276,6 +278,20 @@ export class TaskService {
     this.deps.log.info({ id: c.id, path: r.path, steps, cudaPids: manifest.cuda.pids, bytes: manifest.files.reduce((n, f) => n + f.size, 0) }, 'checkpointed');
     this.publish('/tasks/checkpointed', 'containerd.events.TaskCheckpointed', E.TaskCheckpointed.encode({ containerId: c.id, checkpoint: r.path }).finish());
     return EMPTY;
+  }
+
+  /** What a checkpoint request without options means for `c` (checkpoint-options.ts), logged. */
+  private checkpointDefaultOf(c: Container): { exit: boolean } {
+    let annotations: Record<string, unknown> = {};
+    try {
+      const spec = JSON.parse(readFileSync(join(c.bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, unknown> };
+      annotations = spec.annotations ?? {};
+    } catch {
+      // Create read this spec; a bundle that lost it leaves the namespace to decide.
+    }
+    const d = checkpointDefault(c.namespace, annotations);
+    this.deps.log.info({ id: c.id, exit: d.exit, reason: d.reason }, 'checkpoint request without options');
+    return d;
   }
 
   private readonly oomWatches = new Map<Container, { close(): void }>();

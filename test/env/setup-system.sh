@@ -14,6 +14,12 @@
 #   (dbstore, no Ceph cluster; test/harness/s3.ts). Its libraries come from trixie too (libssl3t64,
 #   libcurl4t64 ... replace bookworm's) and /usr/bin/python3 becomes 3.13, which node-gyp 11 builds the
 #   addon with.
+# - trixie: Docker Engine 26.1 (docker.io, docker-cli; tini for `docker run --init`), the client of the Docker
+#   e2e suite and `make bench`, which start their own dockerd against a test containerd. It needs nothing newer
+#   than bookworm's containerd 1.6 and runc, which stay. Its postinst would start the packaged daemon
+#   (invoke-rc.d, or systemd): a policy-rc.d that denies it is in place for the install (unless the machine
+#   has one), and on systemd hosts the units are then disabled. A machine that has dockerd and docker
+#   already (e.g. docker-ce) keeps them.
 #
 # Idempotent: does nothing but a few dpkg queries when everything is already in place.
 set -euo pipefail
@@ -24,6 +30,8 @@ PIN=/etc/apt/preferences.d/kybernate-trixie-sid
 BOOKWORM_PKGS=(build-essential python3 containerd runc iptables busybox-static util-linux pkg-config valgrind
   iproute2 containernetworking-plugins nginx-light)
 TRIXIE_PKGS=(criu libcriu-dev)
+DOCKER_PKGS=(docker.io docker-cli)
+POLICY_RC=/usr/sbin/policy-rc.d
 CRIU_MIN=4.2
 
 say() { printf 'setup-system: %s\n' "$*"; }
@@ -88,7 +96,9 @@ if ! ls /var/lib/apt/lists/*_dists_trixie_InRelease >/dev/null 2>&1 ||
 fi
 radosgw_ok=0
 installed radosgw && radosgw_ok=1
-if [ ${#missing[@]} -gt 0 ] || [ $criu_ok -eq 0 ] || [ $radosgw_ok -eq 0 ]; then need_update=1; fi
+docker_ok=0
+command -v dockerd >/dev/null && command -v docker >/dev/null && docker_ok=1
+if [ ${#missing[@]} -gt 0 ] || [ $criu_ok -eq 0 ] || [ $radosgw_ok -eq 0 ] || [ $docker_ok -eq 0 ]; then need_update=1; fi
 
 if [ $need_update -eq 1 ]; then
   say "apt-get update"
@@ -120,7 +130,25 @@ if [ $radosgw_ok -eq 0 ]; then
   apt-get install -y -qq --no-install-recommends -t trixie radosgw ${nl:+"libnl-route-3-200=$nl"} >/dev/null
 fi
 
+if [ $docker_ok -eq 0 ]; then
+  say "installing ${DOCKER_PKGS[*]} from trixie (its daemon is not started)"
+  policy_added=0
+  if [ ! -e "$POLICY_RC" ]; then
+    printf '#!/bin/sh\n# kybernate setup-system.sh: no service starts while docker.io is installed\nexit 101\n' >"$POLICY_RC"
+    chmod 0755 "$POLICY_RC"
+    policy_added=1
+  fi
+  rc=0
+  apt-get install -y -qq --no-install-recommends -t trixie "${DOCKER_PKGS[@]}" >/dev/null || rc=$?
+  [ $policy_added -eq 0 ] || rm -f "$POLICY_RC"
+  [ $rc -eq 0 ] || die "installing ${DOCKER_PKGS[*]} failed (apt-get exit $rc)"
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+  fi
+fi
+
 command -v containerd >/dev/null || die "containerd missing after install"
+command -v dockerd >/dev/null && command -v docker >/dev/null || die "dockerd or docker missing after install"
 command -v radosgw >/dev/null && command -v radosgw-admin >/dev/null || die "radosgw missing after install"
 command -v runc >/dev/null || die "runc missing after install"
 command -v iptables-restore >/dev/null || die "iptables-restore missing after install"
@@ -129,4 +157,4 @@ command -v iptables-restore >/dev/null || die "iptables-restore missing after in
 # No `| grep -q` / `| head`: an early exit of the reader SIGPIPEs the writer, failing under pipefail.
 criu_version=$(criu --version | awk '/^Version:/ { print $2 }')
 dpkg --compare-versions "$criu_version" ge "$CRIU_MIN" || die "CRIU >= $CRIU_MIN expected, got '${criu_version}'"
-say "system packages ok (containerd $(containerd --version | awk '{ print $3 }'), criu $criu_version, radosgw $(dpkg-query -W -f='${Version}' radosgw))"
+say "system packages ok (containerd $(containerd --version | awk '{ print $3 }'), criu $criu_version, radosgw $(dpkg-query -W -f='${Version}' radosgw), $(dockerd --version))"

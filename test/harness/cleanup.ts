@@ -103,6 +103,25 @@ function runcRoots(): string[] {
   return readdirSync(RUNC_STATE).map((ns) => join(RUNC_STATE, ns));
 }
 
+/**
+ * runc roots kept below `dir`, at most three levels down: a test dockerd's exec root (test/harness/docker.ts)
+ * holds runtime-runc/<namespace>, the Root it gives its runc runtime.
+ */
+function runcRootsBelow(dir: string, depth = 3): string[] {
+  const out: string[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch {
+    return out;
+  }
+  for (const name of entries) {
+    if (name === 'runtime-runc') out.push(...readdirSync(join(dir, name)).map((ns) => join(dir, name, ns)));
+    else if (depth > 1) out.push(...runcRootsBelow(join(dir, name), depth - 1));
+  }
+  return out;
+}
+
 /** True while `pid` exists and is not a zombie (a killed process whose parent has not reaped it yet). */
 export function processAlive(pid: number): boolean {
   return existsSync(`/proc/${pid}`) && !isZombie(pid);
@@ -141,7 +160,7 @@ function kill(pid: number, signal: NodeJS.Signals): void {
  * removes it. Safe to call on a directory whose daemon is already stopped.
  */
 export async function removeDaemonDir(dir: string): Promise<void> {
-  await killRuncContainersUnder(dir);
+  await killRuncContainersUnder(dir, [...runcRoots(), ...runcRootsBelow(dir)]);
   const pids = processesMentioning(dir);
   for (const pid of pids) kill(pid, 'SIGKILL');
   await waitGone(pids, 5_000);

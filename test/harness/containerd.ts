@@ -143,8 +143,9 @@ export function availableVersions(): ContainerdVersion[] {
   return ALL_VERSIONS.filter((v) => missingReason(v) === undefined);
 }
 
-function ensureTestImage(): void {
-  if (existsSync(TEST_IMAGE_TAR)) return;
+/** Builds TEST_IMAGE_TAR when it is missing, or again when `rebuild` (written beside it and renamed). */
+export function ensureTestImage(rebuild = false): void {
+  if (existsSync(TEST_IMAGE_TAR) && !rebuild) return;
   execFileSync(process.execPath, [IMAGE_BUILDER, '--busybox', BUSYBOX, '--out', TEST_IMAGE_TAR],
     { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
 }
@@ -213,7 +214,8 @@ function criDaemonConfig(version: ContainerdVersion, p: DaemonPaths, logLevel: s
   return lines.join('\n');
 }
 
-function execCollect(file: string, args: string[], env: NodeJS.ProcessEnv, opts: CtrOptions): Promise<CtrResult> {
+/** Runs `file` and collects its output; killed after opts.timeoutMs (default 60 s), which resolves with code 124. */
+export function execCollect(file: string, args: string[], env: NodeJS.ProcessEnv, opts: CtrOptions): Promise<CtrResult> {
   const timeoutMs = opts.timeoutMs ?? CTR_TIMEOUT_MS;
   return new Promise((resolvePromise) => {
     const child = spawn(file, args, { env, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Builds the end-to-end test image: an OCI image-layout tarball holding one layer with Debian's
 // static busybox, its applet symlinks and a minimal /etc. No registry is reachable from the test
-// machines, so the image is made here and imported with `ctr images import`.
+// machines, so the image is made here and imported with `ctr images import` or `docker load`: beside
+// the OCI layout (oci-layout, index.json, blobs/) the tar has Docker's manifest.json naming the same
+// blobs, as `docker save` writes it. containerd reads the OCI layout when oci-layout is there; Docker
+// Engine's graph-driver store reads only manifest.json (without it: "open .../blobs/json: no such file").
 //
 // Usage: node test/images/build-busybox-image.cjs [--pause] [--busybox /bin/busybox] [--out .deps/images/busybox.tar]
 //
@@ -93,6 +96,11 @@ function rootfsEntries(busyboxPath) {
   ];
 }
 
+/** docker.io/library/busybox:tag → busybox:tag (Docker's familiar form of a Docker Hub reference). */
+function familiar(ref) {
+  return ref.replace(/^docker\.io\/library\//, '').replace(/^docker\.io\//, '');
+}
+
 const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
 
 function blob(buf, mediaType) {
@@ -133,11 +141,15 @@ async function buildImage(busyboxPath, opts = {}) {
     }],
   };
   const blobs = [layer, config, manifest];
+  const blobPath = (b) => `blobs/sha256/${b.descriptor.digest.slice(7)}`;
+  // Docker's load: the config, the layers in order (gzip is fine) and the tags, familiar as `docker save` writes them.
+  const dockerManifest = [{ Config: blobPath(config), RepoTags: [familiar(name)], Layers: [blobPath(layer)] }];
   return tar([
     { name: 'blobs', type: 'dir', mode: 0o755 },
     { name: 'blobs/sha256', type: 'dir', mode: 0o755 },
-    ...blobs.map((b) => ({ name: `blobs/sha256/${b.descriptor.digest.slice(7)}`, type: 'file', mode: 0o644, data: b.buf })),
+    ...blobs.map((b) => ({ name: blobPath(b), type: 'file', mode: 0o644, data: b.buf })),
     { name: 'index.json', type: 'file', mode: 0o644, data: Buffer.from(JSON.stringify(index)) },
+    { name: 'manifest.json', type: 'file', mode: 0o644, data: Buffer.from(JSON.stringify(dockerManifest)) },
     { name: 'oci-layout', type: 'file', mode: 0o644, data: Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })) },
   ]);
 }
@@ -159,4 +171,4 @@ if (require.main === module) {
     process.exit(1);
   });
 }
-module.exports = { IMAGE_NAME, PAUSE_IMAGE_NAME, buildImage, tar };
+module.exports = { IMAGE_NAME, PAUSE_IMAGE_NAME, buildImage, familiar, tar };
