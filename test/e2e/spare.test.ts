@@ -2,7 +2,7 @@
 // may not, and what happens when it is dead, of another build, stale, or switched off. Each containerd here
 // gets its own spare directory (KYBERNATE_SHIM_SPARE_DIR), so no other test file's starts take its spare.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,6 +68,9 @@ describeMatrix('warm spare', (ctx) => {
     expect(traceOf(version, second)).toEqual(['start:spare']);
     // ps shows it as a daemon of this containerd, as a launched one would.
     expect(cmdline(spare).join(' ')).toContain(`-address ${cd.address}`);
+    // It holds none of containerd's pipes: stdin and stdout /dev/null, stderr the spare log.
+    for (const fd of [0, 1]) expect(readlinkSync(`/proc/${spare}/fd/${fd}`)).toBe('/dev/null');
+    expect(readlinkSync(`/proc/${spare}/fd/2`)).toBe(join(spareDir(version), `${build}.log`));
     expect(await cd.ctrOk(['tasks', 'exec', '--exec-id', 'probe', second, 'echo', 'served'])).toBe('served\n');
     const next = await waitSpare(version, spare);
     expect(next).not.toBe(spare);

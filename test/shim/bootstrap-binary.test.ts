@@ -24,7 +24,11 @@ function bundle(id: string, annotations: Record<string, string> = {}): string {
 }
 
 interface Out { code: number | null; stdout: Buffer; stderr: Buffer }
-function runShim(args: string[], cwd: string, stdin?: Uint8Array, env: NodeJS.ProcessEnv = process.env): Promise<Out> {
+// The Node path of `start`, which launches a daemon of its own: no warm spare (test/e2e/spare.test.ts
+// covers the spare's path), so the daemon found is always the one this start launched.
+const NODE_PATH_ENV: NodeJS.ProcessEnv = { ...process.env, KYBERNATE_SHIM_SPARE: '0' };
+
+function runShim(args: string[], cwd: string, stdin?: Uint8Array, env: NodeJS.ProcessEnv = NODE_PATH_ENV): Promise<Out> {
   return new Promise((resolve, reject) => {
     const child = spawn(BIN, args, { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = []; const err: Buffer[] = [];
