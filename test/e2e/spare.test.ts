@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { REPO_ROOT, TEST_IMAGE } from './support/harness';
 import { describeMatrix } from './support/matrix';
+import { createContainer, createTask, rejection, runcOptions } from './support/task-options';
 import { LOOP, alive, bundleDir, cmdline, listenerPid, ppid, runDetached, tasks, waitFor, waitStatus } from './support/ctr';
 
 const BUILD_FILE = join(REPO_ROOT, 'dist', 'containerd-shim-kybernate-v2.build');
@@ -98,6 +99,23 @@ describeMatrix('warm spare', (ctx) => {
     // The spare's claim and the Node starts that fell back race for the group socket; one daemon wins.
     expect(new Set(members.map((id) => ppid(t2.get(id)!.pid))).size).toBe(1);
     expect(alive(next)).toBe(true);
+  });
+
+  it('a claim that cannot join its shim cgroup fails the start with the reason, and the half daemon exits', async () => {
+    const { cd, rt, version } = ctx;
+    await runDetached(cd, rt.runtime, ctx.id('pre'), LOOP);
+    const spare = await waitSpare(version);
+    const id = ctx.id('badcg');
+    await createContainer(cd, rt.runtime, id, LOOP);
+    const missing = `/kyb-missing-${process.pid}-${version}`;
+    const why = await rejection(createTask(cd, id, runcOptions({ shimCgroup: missing })));
+    // cgroup v2: "failed to join shim cgroup …"; v1: "shim cgroup … exists in no cgroup v1 hierarchy".
+    expect(why).toContain(`shim cgroup ${missing}`);
+    expect(traceOf(version, id)).toEqual(['start:spare']);
+    await waitFor('the failed claim to exit', () => !alive(spare));
+    // Nothing of it answers on the group's socket; the container starts normally without the option.
+    const t = await createTask(cd, id);
+    expect(ppid(t)).not.toBe(spare);
   });
 
   it('a SIGKILLed spare is never claimed: the start takes the Node path and a new spare replaces it', async () => {

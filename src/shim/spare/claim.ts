@@ -1,6 +1,7 @@
 // A spare becoming a container group's daemon: it binds the group's socket (the same race-safe bind a
 // launched daemon does), takes the identity `start` was given (environment, flags, bundle, shim cgroup)
 // and wires the Task service, exactly as daemon.ts does for a daemon launched by the Node `start`.
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { dropUnsettledToolVersions } from '../../host/facts';
 import { reaper } from '../../native/reaper';
@@ -11,6 +12,13 @@ import type { StartPlan } from '../manager/start';
 import { joinCgroup } from '../manager/shim-cgroup';
 import { ensureSpare } from './launch';
 import type { SpareRequest } from './protocol';
+
+/** A claim that failed after the group socket was bound: the process must exit once it has answered. */
+export class ClaimFailed extends Error {
+  constructor(readonly reason: unknown) {
+    super(reason instanceof Error ? reason.message : String(reason), { cause: reason });
+  }
+}
 
 export interface ClaimResult {
   /** False when a daemon of the group won the bind: the caller reports its address and stays a spare. */
@@ -31,24 +39,33 @@ export async function claim(flags: ShimFlags, req: SpareRequest, plan: StartPlan
   const group = new GroupListener();
   if (!(await bindGroupSocket(plan.sock, group.server))) return { claimed: false };
   stopSpare();
-  takeEnvironment(env);
-  if (plan.bootstrap?.ttrpcAddress) process.env.TTRPC_ADDRESS = plan.bootstrap.ttrpcAddress;
-  // The next spare inherits our cgroup: booted before we join the container's shim cgroup, else later,
-  // off the path of this start's answer.
-  if (plan.shimCgroup) {
-    await ensureSpare();
-    joinCgroup(process.pid, plan.shimCgroup);
-  }
   try {
-    os.setPriority(0); // spares boot niced; a daemon serves at normal priority
-  } catch {
-    // not permitted (not root): it serves niced
+    takeEnvironment(env);
+    if (plan.bootstrap?.ttrpcAddress) process.env.TTRPC_ADDRESS = plan.bootstrap.ttrpcAddress;
+    // The next spare inherits our cgroup: booted before we join the container's shim cgroup, else later,
+    // off the path of this start's answer.
+    if (plan.shimCgroup) {
+      await ensureSpare();
+      joinCgroup(process.pid, plan.shimCgroup);
+    }
+    try {
+      os.setPriority(0); // spares boot niced; a daemon serves at normal priority
+    } catch {
+      // not permitted (not root): it serves niced
+    }
+    // What `ps` shows for a daemon that `start` launched (those flags are its argv).
+    process.title = ['containerd-shim-kybernate-v2', '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address,
+      '-publish-binary', flags.publishBinary, '-socket', plan.sock].join(' ');
+    dropUnsettledToolVersions();
+    reaper.start();
+    await serveGroup({ ...flags, socket: plan.sock }, req.cwd, group, claimedAt);
+  } catch (err) {
+    // Half a daemon must not keep the group's socket: containerd would connect and wait forever. The
+    // socket goes, and the process ends once the front has the error (as a launched daemon that failed is
+    // killed by `start`).
+    group.server.close();
+    fs.rmSync(plan.sock, { force: true });
+    throw new ClaimFailed(err);
   }
-  // What `ps` shows for a daemon that `start` launched (those flags are its argv).
-  process.title = ['containerd-shim-kybernate-v2', '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address,
-    '-publish-binary', flags.publishBinary, '-socket', plan.sock].join(' ');
-  dropUnsettledToolVersions();
-  reaper.start();
-  await serveGroup({ ...flags, socket: plan.sock }, req.cwd, group, claimedAt);
   return { claimed: true, after: plan.shimCgroup ? undefined : () => void ensureSpare() };
 }

@@ -15,7 +15,7 @@ import { sameUser } from '../daemon-socket';
 import { parseFlags } from '../flags';
 import { finishStart, planStart } from '../manager/start';
 import { trace } from '../trace';
-import { claim, type ClaimResult } from './claim';
+import { ClaimFailed, claim, type ClaimResult } from './claim';
 import { buildId, clearMarker, environmentMismatch, spareDir, spareSocket } from './launch';
 import {
   ANSWER_DONE, ANSWER_FALL_BACK, FrameError, MAX_FRAME, type SpareAnswer, type SpareRequest, decodeRequest, encodeAnswer,
@@ -160,7 +160,7 @@ class Spare {
       return { answer: done(await finishStart(plan, req.cwd)), after: result.after };
     } catch (err) {
       const message = `containerd-shim-kybernate-v2: ${err instanceof Error ? err.message : String(err)}\n`;
-      return { answer: done(Buffer.alloc(0), 1, message) };
+      return { answer: done(Buffer.alloc(0), 1, message), ...(err instanceof ClaimFailed ? { after: () => process.exit(1) } : {}) };
     } finally {
       trace('spare', ev, flags.id, performance.now() - t0);
     }
