@@ -1,7 +1,7 @@
 // Removal of test containerd daemons and everything they leave behind: shims, containers,
 // mounts, directories. Used by Containerd.stop() and, for runs that died without stopping
 // their daemons, by cleanupLeftovers().
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -202,4 +202,17 @@ export async function cleanupLeftovers(base: string = daemonBaseDir()): Promise<
     removed.push(dir);
   }
   return removed;
+}
+
+/**
+ * Ends a daemon the harness started: SIGTERM to the pid only (never the group: shims and containers must
+ * outlive containerd, as they do under systemd), SIGKILL after `graceMs`; resolves once it exited.
+ */
+export async function terminate(child: ChildProcess | undefined, graceMs: number): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
 }

@@ -9,7 +9,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
 import {
-  DIR_PREFIX, OWNER_FILE, cleanupLeftovers, daemonBaseDir, processIdentity, removeDaemonDir,
+  DIR_PREFIX, OWNER_FILE, cleanupLeftovers, daemonBaseDir, processIdentity, removeDaemonDir, terminate,
 } from './cleanup';
 import { daemonConfig, daemonHeader, type DaemonPaths } from './config';
 
@@ -372,15 +372,8 @@ class Daemon implements Containerd {
     return this.log.slice(-4000);
   }
 
-  private async halt(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    // The pid, not the group: shims must outlive containerd.
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    await exited;
-    clearTimeout(timer);
+  private halt(): Promise<void> {
+    return terminate(this.child, STOP_TIMEOUT_MS);
   }
 
   async restart(): Promise<void> {

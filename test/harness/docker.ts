@@ -10,7 +10,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
-import { removeDaemonDir } from './cleanup';
+import { removeDaemonDir, terminate } from './cleanup';
 import {
   SHIM_RUNTIME, TEST_IMAGE_TAR, ensureTestImage, execCollect, type Containerd, type CtrOptions, type CtrResult,
 } from './containerd';
@@ -209,14 +209,8 @@ class Daemon implements Docker {
     if (this.log.length > LOG_LIMIT) this.log = this.log.slice(-LOG_LIMIT / 2);
   }
 
-  private async halt(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    await exited;
-    clearTimeout(timer);
+  private halt(): Promise<void> {
+    return terminate(this.child, STOP_TIMEOUT_MS);
   }
 
   async restart(): Promise<void> {
