@@ -13,7 +13,8 @@ export { canConnect } from '../socket-lock';
 export const READY_LISTENING = 'listening';
 export const READY_EXISTING = 'exists';
 
-function listen(server: net.Server, sock: string): Promise<void> {
+/** Listens on `sock`, created 0600 from the first instant (umask around bind). */
+export function listen(server: net.Server, sock: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once('error', onError);

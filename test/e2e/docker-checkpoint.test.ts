@@ -39,6 +39,14 @@ async function startFromCheckpoint(ctx: DockerContext, name: string, checkpoint:
   }
 }
 
+/** `docker start --checkpoint cp1`: the same counter (its token) goes on from where it was seen. */
+async function expectResumedFrom(ctx: DockerContext, name: string, seen: { token: string; n: number }): Promise<void> {
+  await startFromCheckpoint(ctx, name, 'cp1');
+  const after = await running(ctx, name);
+  const restored = await counterWhere(after.Pid, 'the restored counter', (c) => c.token === seen.token && c.n >= seen.n);
+  await counterPast(after.Pid, restored.n, 'restored counter');
+}
+
 const running = (ctx: DockerContext, name: string) => waitState(ctx.d, name, 'running', (s) => s.Running && !s.Restarting && s.Pid > 0);
 const exited = (ctx: DockerContext, name: string) => waitState(ctx.d, name, 'exited', (s) => !s.Running && !s.Restarting);
 
@@ -100,10 +108,7 @@ describeDocker('docker checkpoint, live-restore, shim kill', (ctx) => {
     }
     await exited(ctx, name);
     // Either way the checkpoint is complete and restores.
-    await startFromCheckpoint(ctx, name, 'cp1');
-    const after = await running(ctx, name);
-    const restored = await counterWhere(after.Pid, 'the restored counter', (c) => c.token === seen.token && c.n >= seen.n);
-    await counterPast(after.Pid, restored.n, 'restored counter');
+    await expectResumedFrom(ctx, name, seen);
   });
 
   // moby libcontainerd/remote/client.go: LoadContainer, which a restarted dockerd reloads its containers
@@ -119,10 +124,7 @@ describeDocker('docker checkpoint, live-restore, shim kill', (ctx) => {
       await ctx.d.dockerOk(['kill', name]);
     }
     await exited(ctx, name);
-    await startFromCheckpoint(ctx, name, 'cp1');
-    const after = await running(ctx, name);
-    const restored = await counterWhere(after.Pid, 'the restored counter', (c) => c.token === seen.token && c.n >= seen.n);
-    await counterPast(after.Pid, restored.n, 'restored counter');
+    await expectResumedFrom(ctx, name, seen);
   });
 
   it('a dockerd restart with live-restore keeps the container running; exec and stop work afterwards', async () => {

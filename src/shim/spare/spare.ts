@@ -11,7 +11,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { warmToolVersions } from '../../host/facts';
 import { canConnect, withSocketLock } from '../../socket-lock';
-import { sameUser } from '../daemon-socket';
+import { listen, sameUser } from '../daemon-socket';
 import { parseFlags } from '../flags';
 import { finishStart, planStart } from '../manager/start';
 import { trace } from '../trace';
@@ -58,12 +58,7 @@ class Spare {
       // that connects meanwhile, and libuv's unlink-on-close hits the private name, never a successor's.
       const tmp = path.join(path.dirname(this.sock), `.${this.build}.${process.pid}.sock`);
       fs.rmSync(tmp, { force: true });
-      await new Promise<void>((resolve, reject) => {
-        const old = process.umask(0o177);
-        this.server.once('error', reject);
-        this.server.listen(tmp, () => { this.server.off('error', reject); resolve(); });
-        process.umask(old);
-      });
+      await listen(this.server, tmp);
       fs.renameSync(tmp, this.sock);
       this.ino = fs.statSync(this.sock).ino;
       return true;
